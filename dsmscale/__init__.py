@@ -1,0 +1,1 @@
+"""dsmscale: DSM-Net at proteome scale."""

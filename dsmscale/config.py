@@ -1,0 +1,49 @@
+"""Typed job configuration: one pydantic model per job, loadable from YAML.
+
+Unknown keys and wrong types are errors (``extra="forbid"``), reported in one line that names the
+config file and the offending key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dsmscale.errors import InputError
+
+C = TypeVar("C", bound="JobConfig")
+
+
+class JobConfig(BaseModel):
+    """Base of every job's configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | Path) -> C:
+        """Load and validate a YAML file; raise `InputError` naming the file and the bad key."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(path, f"cannot read config: {exc}".splitlines()[0]) from exc
+        if not isinstance(data, dict):
+            raise InputError(path, "config must be a mapping of keys to values")
+        return cls.from_mapping(data, source=path)
+
+    @classmethod
+    def from_mapping(cls: type[C], data: dict, source: str | Path | None = None) -> C:
+        """Validate a mapping (e.g. parsed YAML merged with CLI overrides)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            raise InputError(source, f"config key '{key}': {err['msg']}") from exc
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the config as YAML (round-trips through `from_yaml`)."""
+        Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,191 @@
+"""MRC → OME-Zarr conversion, streamed in z-slabs so memory is bounded by one chunk row.
+
+Every level of the 2×2×2 mean pyramid is written chunk-row by chunk-row from one process (each
+chunk has exactly one writer). The store is built under a temporary name and renamed only when
+complete, so a crash never leaves a store that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import zarr
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from dsmscale.config import JobConfig
+from dsmscale.errors import InputError
+from dsmscale.io.mrc import open_volume
+from dsmscale.io.omezarr import Codec, create_pyramid
+
+
+class ConvertConfig(JobConfig):
+    """How tomograms are written as OME-Zarr.
+
+    Defaults were chosen by ``jobs/bench_convert.py`` on 2 cores: noisy float32 compresses only
+    ~1.1x, so a light codec (lz4) keeps the writer near disk speed.
+    """
+
+    levels: int = Field(3, ge=1, le=8, description="pyramid levels (2x2x2 mean each)")
+    chunk: int = Field(64, ge=16, le=512, description="chunk edge in voxels (cubic chunks)")
+    codec: Codec = Field("lz4", description="Blosc codec, or 'none'")
+    clevel: int = Field(5, ge=0, le=9, description="Blosc compression level")
+    zarr_format: Literal[2, 3] = Field(3, description="3 writes NGFF 0.5, 2 writes NGFF 0.4")
+    overwrite: bool = Field(False, description="replace an existing store")
+
+
+def downsample_mean(block: np.ndarray) -> np.ndarray:
+    """2×2×2 block mean of a (z, y, x) array; odd trailing planes are averaged on their own."""
+    pad = [(0, n % 2) for n in block.shape]
+    if any(p[1] for p in pad):
+        block = np.pad(block, pad, mode="edge")
+    z, y, x = (n // 2 for n in block.shape)
+    return block.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+class _LevelWriter:
+    """Buffers z-rows of one pyramid level and writes whole chunk rows, feeding the next level."""
+
+    def __init__(self, array: zarr.Array, next_level: _LevelWriter | None):
+        self.array = array
+        self.next_level = next_level
+        self.rows: list[np.ndarray] = []
+        self.z = 0
+
+    def push(self, slab: np.ndarray) -> None:
+        self.rows.append(slab)
+        if sum(r.shape[0] for r in self.rows) >= self.array.chunks[0]:
+            self._write(final=False)
+
+    def finish(self) -> None:
+        if self.rows:
+            self._write(final=True)
+        if self.next_level is not None:
+            self.next_level.finish()
+
+    def _write(self, final: bool) -> None:
+        buffered = np.concatenate(self.rows) if len(self.rows) > 1 else self.rows[0]
+        n = buffered.shape[0] if final else buffered.shape[0] // self.array.chunks[0] * self.array.chunks[0]
+        block, rest = buffered[:n], buffered[n:]
+        self.array[self.z:self.z + n] = block
+        self.z += n
+        self.rows = [rest] if rest.shape[0] else []
+        if self.next_level is not None:
+            self.next_level.push(downsample_mean(block))
+
+
+def _check_finite(source: Path, slab: np.ndarray, z0: int) -> None:
+    if not np.isfinite(slab).all():
+        bad = int(np.count_nonzero(~np.isfinite(slab)))
+        raise InputError(source, f"{bad} NaN/Inf voxels in z planes {z0}..{z0 + slab.shape[0] - 1}")
+
+
+def _replace_store(tmp: Path, dst: Path) -> None:
+    """Move a finished temporary store into place, replacing an old one only after success."""
+    if dst.exists():
+        trash = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(dst, trash)
+        os.replace(tmp, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)
+
+
+def convert_mrc_to_ome_zarr(
+    source: str | os.PathLike, destination: str | os.PathLike,
+    config: ConvertConfig | None = None, progress: bool = True,
+) -> Path:
+    """Convert one MRC/MAP/REC (optionally .gz/.bz2) volume to an OME-Zarr pyramid.
+
+    Args:
+        source: the MRC file; its voxel size (Å) and origin become the NGFF scale/translation.
+        destination: the ``.zarr`` directory to create (local path).
+        config: pyramid, chunk and codec settings.
+        progress: show a progress bar.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        InputError: bad MRC (see `open_volume`), NaN/Inf voxels, or an existing destination
+            without ``overwrite``. Nothing is left at ``destination`` on failure.
+    """
+    config = config or ConvertConfig()
+    source, dst = Path(source), Path(destination)
+    if dst.exists() and not config.overwrite:
+        raise InputError(dst, "output exists (set overwrite to replace it)")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(dst.parent, f"cannot create output folder ({exc.strerror})") from exc
+    if not os.access(dst.parent, os.W_OK):
+        raise InputError(dst.parent, "output folder is not writable")
+    tmp = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        with open_volume(source) as vol:
+            arrays = create_pyramid(
+                tmp, vol.shape, n_levels=config.levels, chunk=config.chunk,
+                voxel_size_a=vol.voxel_size_a, origin_a=vol.origin_a,
+                zarr_format=config.zarr_format, codec=config.codec, clevel=config.clevel,
+                name=source.name, extra_attrs={"source": str(source), "mrc_header": vol.header})
+            writer = None
+            for array in reversed(arrays):
+                writer = _LevelWriter(array, writer)
+            step = config.chunk
+            for z0 in tqdm(range(0, vol.shape[0], step), desc=f"convert {source.name}",
+                           unit="slab", disable=not progress, leave=False):
+                slab = np.asarray(vol.data[z0:z0 + step], dtype=np.float32)
+                _check_finite(source, slab, z0)
+                writer.push(slab)
+            writer.finish()
+        _replace_store(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
+def convert_many(
+    sources: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
+    config: ConvertConfig | None = None,
+) -> tuple[list[Path], dict[str, str]]:
+    """Convert many tomograms in parallel as Ray tasks (one CPU each).
+
+    Returns:
+        (converted stores, {source: error message} for the inputs that failed). Failures do not
+        stop the others.
+    """
+    import ray
+
+    from dsmscale.parallel import ensure_ray
+
+    config = config or ConvertConfig()
+    ensure_ray()
+    task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=[OSError])(
+        convert_mrc_to_ome_zarr)
+    out = Path(output_dir)
+    refs = {str(s): task.remote(s, out / f"{_stem(Path(s))}.zarr", config, False) for s in sources}
+    done, failed = [], {}
+    for source, ref in tqdm(refs.items(), desc="convert", unit="tomogram"):
+        try:
+            done.append(ray.get(ref))
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, Exception) else exc
+            failed[source] = str(cause).splitlines()[0]
+    return done, failed
+
+
+def _stem(path: Path) -> str:
+    """File name without .mrc/.map/.rec and compression suffixes."""
+    name = path.name
+    for suffix in (".gz", ".bz2"):
+        name = name.removesuffix(suffix)
+    for suffix in (".mrc", ".map", ".rec", ".mrcs"):
+        name = name.removesuffix(suffix)
+    return name

@@ -1,0 +1,1 @@
+"""Input/output: MRC volumes, OME-Zarr tomograms and particle tables."""

@@ -1,0 +1,1 @@
+"""Simulated tomograms: Gaussian blobs for tests and the realistic tilt-series simulator."""
