@@ -8,8 +8,6 @@ complete, so a crash never leaves a store that looks finished.
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -21,6 +19,7 @@ from tqdm.auto import tqdm
 
 from dsmscale.config import JobConfig
 from dsmscale.errors import InputError
+from dsmscale.io.atomic import build_output_dir
 from dsmscale.io.mrc import open_volume
 from dsmscale.io.omezarr import Codec, create_pyramid
 
@@ -86,17 +85,6 @@ def _check_finite(source: Path, slab: np.ndarray, z0: int) -> None:
         raise InputError(source, f"{bad} NaN/Inf voxels in z planes {z0}..{z0 + slab.shape[0] - 1}")
 
 
-def _replace_store(tmp: Path, dst: Path) -> None:
-    """Move a finished temporary store into place, replacing an old one only after success."""
-    if dst.exists():
-        trash = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dst, trash)
-        os.replace(tmp, dst)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, dst)
-
-
 def convert_mrc_to_ome_zarr(
     source: str | os.PathLike, destination: str | os.PathLike,
     config: ConvertConfig | None = None, progress: bool = True,
@@ -117,17 +105,9 @@ def convert_mrc_to_ome_zarr(
             without ``overwrite``. Nothing is left at ``destination`` on failure.
     """
     config = config or ConvertConfig()
-    source, dst = Path(source), Path(destination)
-    if dst.exists() and not config.overwrite:
-        raise InputError(dst, "output exists (set overwrite to replace it)")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(dst.parent, f"cannot create output folder ({exc.strerror})") from exc
-    if not os.access(dst.parent, os.W_OK):
-        raise InputError(dst.parent, "output folder is not writable")
-    tmp = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    source = Path(source)
+
+    def build(tmp: Path) -> None:
         with open_volume(source) as vol:
             arrays = create_pyramid(
                 tmp, vol.shape, n_levels=config.levels, chunk=config.chunk,
@@ -144,10 +124,8 @@ def convert_mrc_to_ome_zarr(
                 _check_finite(source, slab, z0)
                 writer.push(slab)
             writer.finish()
-        _replace_store(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    dst = build_output_dir(destination, config.overwrite, build)
     return dst
 
 

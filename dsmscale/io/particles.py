@@ -24,6 +24,7 @@ import pandas as pd
 import starfile
 
 from dsmscale.errors import InputError
+from dsmscale.io.atomic import write_file_atomic
 
 COORDS = ["z", "y", "x"]
 ANGLES = ["rot", "tilt", "psi"]
@@ -199,7 +200,7 @@ def write_star(
         out["rlnAutopickFigureOfMerit"] = df["score"]
     out["rlnTomoTiltSeriesPixelSize"] = np.full(len(df), table.voxel_size_a)
     out["dsmParticleId"] = df["particle_id"]
-    return _atomic_write(path, lambda tmp: starfile.write(
+    return write_file_atomic(path, lambda tmp: starfile.write(
         {"particles": pd.DataFrame(out)}, tmp, overwrite=True))
 
 
@@ -260,7 +261,7 @@ def write_copick(
                "trust_orientation": set(ANGLES) <= set(df.columns), "points": points}
         path = Path(root) / "ExperimentRuns" / str(run) / "Picks" / f"{user_id}_{session_id}_{obj}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        written.append(_atomic_write(path, lambda tmp, d=doc: Path(tmp).write_text(json.dumps(d))))
+        written.append(write_file_atomic(path, lambda tmp, d=doc: Path(tmp).write_text(json.dumps(d))))
     return written
 
 
@@ -317,7 +318,7 @@ def _copick_files(paths) -> list[Path]:
 def write_csv(table: ParticleTable, path: str | os.PathLike) -> Path:
     """CSV with a header; the voxel size and level are stored as columns for a lossless read."""
     df = table.df.assign(voxel_size_a=table.voxel_size_a, level=table.level)
-    return _atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    return write_file_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None) -> ParticleTable:
@@ -376,15 +377,3 @@ def write_particles(table: ParticleTable, path: str | os.PathLike, **kwargs) -> 
     if path.suffix == ".csv":
         return write_csv(table, path)
     return write_copick(table, path, **kwargs)
-
-
-def _atomic_write(path: str | os.PathLike, write) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path

@@ -1,0 +1,158 @@
+"""The ``dsmscale`` command: a thin shell over the Python API.
+
+Bad input is reported in one line naming the file and the problem (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dsmscale.errors import InputError
+
+EPILOG = """Conventions: arrays are (z, y, x); particle coordinates are pixels of a stated pyramid
+level; voxel sizes and OME-Zarr scales are in Å; picker sigmas are in nm. See README.md."""
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from dsmscale.convert import ConvertConfig, convert_many, convert_mrc_to_ome_zarr
+
+    config = _load_config(ConvertConfig, args.config, {
+        "levels": args.levels, "chunk": args.chunk, "codec": args.codec, "clevel": args.clevel,
+        "zarr_format": args.zarr_format, "overwrite": args.overwrite or None})
+    if len(args.inputs) == 1 and args.output.suffix == ".zarr":
+        out = convert_mrc_to_ome_zarr(args.inputs[0], args.output, config)
+        print(f"wrote {out}")
+        return 0
+    done, failed = convert_many(args.inputs, args.output, config)
+    for path in done:
+        print(f"wrote {path}")
+    for problem in failed.values():
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _cmd_pick(args: argparse.Namespace) -> int:
+    from dsmscale.io.particles import write_particles
+    from dsmscale.pick import PickConfig, pick_particles
+
+    config = _load_config(PickConfig, args.config, {
+        "sigma_nm": args.sigma_nm, "min_distance_nm": args.min_distance_nm,
+        "threshold": args.threshold, "top_k": args.top_k, "polarity": args.polarity,
+        "level": args.level})
+    table = pick_particles(args.tomogram, config)
+    write_particles(table, args.output)
+    print(f"picked {len(table)} particles -> {args.output}")
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from dsmscale.extract import extract_unit, plan_extraction
+    from dsmscale.io.omezarr import open_tomogram
+    from dsmscale.io.particles import read_particles
+    from dsmscale.io.subtomograms import write_subtomograms
+
+    tomo = open_tomogram(args.tomogram, args.level)
+    full = open_tomogram(args.tomogram, 0)
+    is_copick = args.particles.suffix == ".json" or args.particles.is_dir()
+    # copick picks are in Å: without --voxel-size they are read on the tomogram's own grid.
+    voxel_size = args.voxel_size or (full.voxel_size_a if is_copick else None)
+    table = read_particles(args.particles, voxel_size, full.shape)
+    plan = plan_extraction(tomo, table, args.box, args.edge)
+    batches = (b for u in plan.units for b in extract_unit(tomo, u, args.box, 64, args.normalise))
+    out = write_subtomograms(_progress(batches, plan.n_particles), plan.n_particles, args.box,
+                             args.output, {"tomogram": str(args.tomogram),
+                                           "voxel_size_a": tomo.voxel_size_a},
+                             overwrite=args.overwrite)
+    print(f"extracted {plan.n_particles} subtomograms ({len(plan.skipped_ids)} skipped at the "
+          f"edge) -> {out}")
+    return 0
+
+
+def _progress(batches, total: int):
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="box", desc="extract") as bar:
+        for batch in batches:
+            bar.update(len(batch))
+            yield batch
+
+
+def _load_config(cls, path: Path | None, overrides: dict):
+    base = cls.from_yaml(path).model_dump() if path else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return cls.from_mapping(base, source=path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsmscale", epilog=EPILOG,
+        description="DSM-Net for cryo-ET at scale: convert tomograms, pick, extract, infer.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="MRC/MAP/REC (.gz/.bz2) -> OME-Zarr pyramid", epilog=EPILOG,
+                       description="Convert tomograms to chunked, compressed OME-Zarr (axes z,y,x "
+                                   "in Å). One input and an output ending in .zarr converts in "
+                                   "process; several inputs convert in parallel as Ray tasks "
+                                   "into the output folder.")
+    p.add_argument("inputs", nargs="+", type=Path, help="MRC files")
+    p.add_argument("-o", "--output", type=Path, required=True, help="store.zarr or a folder")
+    p.add_argument("--config", type=Path, help="YAML with ConvertConfig keys")
+    p.add_argument("--levels", type=int, help="pyramid levels (default 3)")
+    p.add_argument("--chunk", type=int, help="chunk edge in voxels (default 64)")
+    p.add_argument("--codec", choices=["lz4", "zstd", "blosclz", "zlib", "none"],
+                   help="Blosc codec (default lz4)")
+    p.add_argument("--clevel", type=int, help="compression level 0-9 (default 5)")
+    p.add_argument("--zarr-format", type=int, choices=[2, 3],
+                   help="3 = NGFF 0.5 (default), 2 = NGFF 0.4")
+    p.add_argument("--overwrite", action="store_true", help="replace existing stores")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("pick", help="Difference-of-Gaussians picking", epilog=EPILOG,
+                       description="Pick blob-like particles with a DoG filter (sigmas in nm) and "
+                                   "non-maximum suppression; writes STAR, CSV or a copick root.")
+    p.add_argument("tomogram", help="OME-Zarr store")
+    p.add_argument("-o", "--output", type=Path, required=True, help="picks.star|.csv|copick dir")
+    p.add_argument("--config", type=Path, help="YAML with PickConfig keys")
+    p.add_argument("--sigma-nm", type=float, help="inner Gaussian sigma in nm (default 3)")
+    p.add_argument("--min-distance-nm", type=float, help="minimum pick spacing in nm (default 8)")
+    p.add_argument("--threshold", type=float, help="minimum score in DoG std units (default 3)")
+    p.add_argument("--top-k", type=int, help="keep at most K picks")
+    p.add_argument("--polarity", choices=["dark", "bright"], help="particle contrast (default dark)")
+    p.add_argument("--level", type=int, help="pyramid level (default 0)")
+    p.set_defaults(func=_cmd_pick)
+
+    p = sub.add_parser("extract", help="cut subtomograms into an N×B³ Zarr + Parquet",
+                       epilog=EPILOG,
+                       description="Extract boxes around particles, grouped by chunk row so each "
+                                   "chunk is read once; streams with bounded memory.")
+    p.add_argument("tomogram", help="OME-Zarr store")
+    p.add_argument("particles", type=Path, help="particles .star, .csv or copick .json/root")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--box", type=int, default=40, help="box edge in voxels (default 40)")
+    p.add_argument("--edge", choices=["pad", "skip"], default="pad",
+                   help="boxes crossing the volume edge: pad (flagged) or skip (default pad)")
+    p.add_argument("--normalise", action="store_true", help="zero mean, unit std per box")
+    p.add_argument("--level", type=int, default=0, help="pyramid level (default 0)")
+    p.add_argument("--voxel-size", type=float,
+                   help="voxel size (Å) of the particle coordinates, if the table lacks it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_extract)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"dsmscale {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
