@@ -16,3 +16,6 @@ class InputError(ValueError):
         self.source = None if source is None else str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
+
+    def __reduce__(self):  # keeps the error intact when it crosses a Ray task boundary
+        return (type(self), (self.source, self.problem))

@@ -201,7 +201,7 @@ def write_star(
     out["rlnTomoTiltSeriesPixelSize"] = np.full(len(df), table.voxel_size_a)
     out["dsmParticleId"] = df["particle_id"]
     return write_file_atomic(path, lambda tmp: starfile.write(
-        {"particles": pd.DataFrame(out)}, tmp, overwrite=True))
+        {"particles": pd.DataFrame(out)}, tmp, overwrite=True, float_format="%.10g"))
 
 
 # --------------------------------------------------------------------------------- copick

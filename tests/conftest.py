@@ -1,0 +1,40 @@
+"""Shared fixtures: small synthetic tomograms on disk and one local Ray cluster per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
+from dsmscale.io.mrc import write_volume
+from dsmscale.simulate.blobs import blob_tomogram, random_separated_centres
+
+REPO = Path(__file__).resolve().parents[1]
+STRUCTURES = REPO.parent / "shared" / "structures"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray cluster (2 CPUs, no GPU, no dashboard) shared by the whole test session."""
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def blob_store(tmp_path_factory) -> dict:
+    """A 96×130×150 tomogram (chunks 32³) with bright blobs at known centres, as MRC and Zarr."""
+    root = tmp_path_factory.mktemp("blobs")
+    rng = np.random.default_rng(7)
+    shape = (96, 130, 150)
+    centres = random_separated_centres(shape, 40, min_distance=14, margin=10, rng=rng)
+    volume = blob_tomogram(shape, centres, sigma_px=2.5, amplitude=1.0, noise_std=0.05, seed=3)
+    mrc = write_volume(root / "blobs.mrc", volume, voxel_size_a=8.0)
+    store = convert_mrc_to_ome_zarr(mrc, root / "blobs.zarr", ConvertConfig(chunk=32), progress=False)
+    return {"mrc": mrc, "store": store, "volume": volume, "centres": centres, "voxel_size_a": 8.0}

@@ -1,0 +1,122 @@
+"""Bad input through the CLI: one line naming the file and the problem, exit 2, nothing written."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+
+from dsmscale.io.mrc import write_volume
+from dsmscale.io.particles import make_particles, write_csv
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dsmscale.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_clean_failure(result, name: str, problem: str, out_dir: Path):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("dsmscale")]
+    assert len(lines) == 1, result.stderr
+    assert name in lines[0] and problem in lines[0], lines[0]
+    leftovers = [p.name for p in out_dir.iterdir() if ".zarr" in p.name or "sub" in p.name]
+    assert leftovers == [], f"partial output left behind: {leftovers}"
+
+
+def _mrc(path, data, voxel_size=10.0):
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(data.astype(np.float32))
+        mrc.voxel_size = voxel_size
+    return path
+
+
+def _truncated(tmp):
+    path = write_volume(tmp / "cut.mrc", np.ones((20, 20, 20)), 10.0)
+    path.write_bytes(path.read_bytes()[:-5000])
+    return path
+
+
+def _stack(tmp):
+    path = _mrc(tmp / "stack.mrc", np.ones((5, 16, 16)))
+    with mrcfile.open(path, mode="r+") as mrc:
+        mrc.set_image_stack()
+    return path
+
+
+def _nan(tmp):
+    data = np.zeros((20, 20, 20))
+    data[7, 3, 4] = np.nan
+    data[9, 1, 1] = np.inf
+    return _mrc(tmp / "nan.mrc", data)
+
+
+CONVERT_CASES = {
+    "truncated": (_truncated, "truncated"),
+    "random bytes": (lambda t: (t / "noise.mrc").write_bytes(
+        np.random.default_rng(0).bytes(4096)) and t / "noise.mrc", "not a"),
+    "2D image": (lambda t: _mrc(t / "flat.mrc", np.ones((16, 16))), "expected a 3D volume"),
+    "image stack": (_stack, "image stack"),
+    "NaN/Inf": (_nan, "2 NaN/Inf voxels"),
+    "zero voxel size": (lambda t: _mrc(t / "zero.mrc", np.ones((8, 8, 8)), voxel_size=0.0),
+                        "voxel size must be positive"),
+    "missing": (lambda t: t / "absent.mrc", "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONVERT_CASES))
+def test_convert_rejects(tmp_path, case):
+    make, problem = CONVERT_CASES[case]
+    src = make(tmp_path)
+    result = run_cli("convert", src, "-o", tmp_path / "out.zarr")
+    assert_clean_failure(result, Path(src).name, problem, tmp_path)
+
+
+def test_convert_unwritable_output(tmp_path):
+    src = write_volume(tmp_path / "ok.mrc", np.ones((8, 8, 8)), 10.0)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    result = run_cli("convert", src, "-o", blocker / "out.zarr")
+    assert_clean_failure(result, "afile", "cannot create output folder", tmp_path)
+
+
+@pytest.fixture()
+def store(tmp_path, blob_store):
+    return blob_store["store"]
+
+
+def _csv(tmp, coords, voxel_size=8.0):
+    table = make_particles(np.asarray(coords, float), "blobs", voxel_size)
+    return write_csv(table, tmp / "p.csv")
+
+
+EXTRACT_CASES = {
+    "outside": (lambda t: _csv(t, [[10, 10, 10], [10, 10, 999]]), "outside the volume"),
+    "empty": (lambda t: (t / "p.csv").write_text("z,y,x,voxel_size_a\n") and t / "p.csv",
+              "empty"),
+    "voxel mismatch": (lambda t: _csv(t, [[10, 10, 10]], voxel_size=12.0), "voxel size mismatch"),
+    "star without coordinates": (
+        lambda t: (pd.DataFrame({"rlnTomoName": ["a"]}).to_csv(t / "p.star"), t / "p.star")[1],
+        "p.star"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXTRACT_CASES))
+def test_extract_rejects(tmp_path, store, case):
+    make, problem = EXTRACT_CASES[case]
+    table = make(tmp_path)
+    result = run_cli("extract", store, table, "-o", tmp_path / "sub")
+    name = "blobs.zarr" if case in ("outside", "voxel mismatch") else Path(table).name
+    assert_clean_failure(result, name, problem, tmp_path)
+
+
+def test_bad_config_is_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("chunk: lots\nunknown_key: 1\n")
+    src = write_volume(tmp_path / "ok.mrc", np.ones((8, 8, 8)), 10.0)
+    result = run_cli("convert", src, "-o", tmp_path / "o.zarr", "--config", cfg)
+    assert_clean_failure(result, "c.yaml", "config key", tmp_path)

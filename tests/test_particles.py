@@ -1,0 +1,98 @@
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from dsmscale.errors import InputError
+from dsmscale.io.particles import (
+    ANGLES,
+    COORDS,
+    make_particles,
+    read_copick,
+    read_csv,
+    read_particles,
+    read_star,
+    write_copick,
+    write_csv,
+    write_star,
+)
+
+
+@pytest.fixture()
+def table():
+    rng = np.random.default_rng(0)
+    n = 12
+    return make_particles(
+        rng.uniform(0, 90, size=(n, 3)), ["TS_01"] * 6 + ["TS_02"] * 6, voxel_size_a=10.0,
+        ids=np.arange(100, 100 + n), rot=rng.uniform(-180, 180, n), tilt=rng.uniform(1, 179, n),
+        psi=rng.uniform(-180, 180, n), class_name=["ribosome", "apoferritin"] * 6,
+        score=rng.random(n))
+
+
+def _same(a, b, angles=True):
+    a = a.df.sort_values("particle_id").reset_index(drop=True)
+    b = b.df.sort_values("particle_id").reset_index(drop=True)
+    np.testing.assert_array_equal(a["particle_id"], b["particle_id"])
+    np.testing.assert_allclose(a[COORDS], b[COORDS], atol=1e-6)
+    assert list(a["tomogram"]) == list(b["tomogram"])
+    assert list(a["class_name"]) == list(b["class_name"])
+    np.testing.assert_allclose(a["score"], b["score"])
+    if angles:  # compare rotations, not Euler triples (ZYZ is not unique)
+        from dsmscale.io.particles import _rotation_zyz
+
+        for ra, rb in zip(a[ANGLES].to_numpy(), b[ANGLES].to_numpy(), strict=True):
+            np.testing.assert_allclose(_rotation_zyz(*ra), _rotation_zyz(*rb), atol=1e-9)
+
+
+def test_star_relion3_round_trip(tmp_path, table):
+    write_star(table, tmp_path / "p.star")
+    raw = starfile.read(tmp_path / "p.star")
+    np.testing.assert_allclose(raw["rlnCoordinateX"], table.df["x"])  # xyz order, pixels
+    _same(table, read_star(tmp_path / "p.star"))
+
+
+def test_star_relion5_round_trip(tmp_path, table):
+    shape = (100, 200, 300)
+    write_star(table, tmp_path / "p5.star", style="relion5", tomogram_shape_zyx=shape)
+    raw = starfile.read(tmp_path / "p5.star")
+    expected = (table.df["x"] - 150) * 10.0  # Å from the tomogram centre at size/2
+    np.testing.assert_allclose(raw["rlnCenteredCoordinateXAngst"], expected)
+    _same(table, read_star(tmp_path / "p5.star", tomogram_shape_zyx=shape))
+    with pytest.raises(InputError, match="need the tomogram shape"):
+        read_star(tmp_path / "p5.star")
+
+
+def test_copick_round_trip_in_angstrom(tmp_path, table):
+    files = write_copick(table, tmp_path / "copick")
+    assert len(files) == 4  # 2 runs × 2 objects
+    assert files[0].parent.name == "Picks" and files[0].parts[-3] in ("TS_01", "TS_02")
+    _same(table, read_copick(tmp_path / "copick", voxel_size_a=10.0))
+    half = read_copick(tmp_path / "copick", voxel_size_a=5.0)  # Å are the truth: pixels double
+    np.testing.assert_allclose(np.sort(half.df["x"]), np.sort(table.df["x"] * 2))
+
+
+def test_csv_round_trip(tmp_path, table):
+    write_csv(table.at_level(1), tmp_path / "p.csv")
+    back = read_csv(tmp_path / "p.csv")
+    assert back.level == 1 and back.voxel_size_a == 20.0
+    _same(table, back.at_level(0))
+
+
+def test_level_conversion_keeps_physical_position(table):
+    for level in (1, 2, 3):
+        moved = table.at_level(level)
+        np.testing.assert_allclose(moved.coordinates_a(), table.coordinates_a())
+        np.testing.assert_allclose(moved.at_level(0).df[COORDS], table.df[COORDS])
+
+
+def test_bad_tables(tmp_path, table):
+    with pytest.raises(InputError, match="duplicate particle ids"):
+        make_particles(np.zeros((2, 3)), "t", 10.0, ids=[1, 1])
+    with pytest.raises(InputError, match="NaN"):
+        make_particles(np.array([[1.0, np.nan, 2.0]]), "t", 10.0)
+    starfile.write(pd.DataFrame({"rlnTomoName": ["a"], "rlnAngleRot": [1.0]}), tmp_path / "no.star")
+    with pytest.raises(InputError, match="no.star.*no coordinate columns"):
+        read_particles(tmp_path / "no.star", voxel_size_a=10.0)
+    (tmp_path / "empty.csv").write_text("z,y,x\n")
+    with pytest.raises(InputError, match="empty.csv.*empty"):
+        read_particles(tmp_path / "empty.csv", voxel_size_a=10.0)
