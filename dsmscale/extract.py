@@ -4,10 +4,10 @@ Plan: Dask describes the tomogram lazily and gives its chunk grid; particles are
 chunk row (z) their centre falls in, and consecutive rows form *work units* that carry only
 metadata (ids and coordinates) and can run anywhere.
 
-Extract: within a unit the tomogram is read one chunk row (full y, x) at a time, each row decoded
-exactly once, and a rolling window of rows ``r-1 .. r+1`` serves every box whose centre lies in row
-``r``; boxes are cut with numpy slicing. No ``vindex``, no task per particle. Peak memory is about
-``(2·chunk_z + box/2) × ny × nx × 4`` bytes plus one batch, whatever the number of particles.
+Extract: within a unit, boxes are cut in ascending z from decoded chunk rows (full y, x), each row read
+once and dropped when no later box reaches it; boxes are cut with numpy slicing. No ``vindex``, no
+task per particle. Peak memory is about ``3 × chunk_z × ny × nx × 4`` bytes plus one batch,
+whatever the number of particles.
 
 Box convention: a box of edge ``B`` around a centre ``c`` (pixels) starts at ``round(c) - B//2``,
 so the centre voxel is index ``B//2`` of the box on every axis.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -135,46 +136,55 @@ def plan_extraction(
 
 
 class _RowWindow:
-    """Decoded chunk rows of a tomogram, each read once, serving padded z-slabs."""
-
-    def __init__(self, tomogram: Tomogram):
-        self.array = tomogram.array
-        self.chunk_z = tomogram.chunks[0]
-        self.rows: dict[int, np.ndarray] = {}
-
-    def _row(self, r: int) -> np.ndarray:
-        if r not in self.rows:
-            self.rows[r] = np.asarray(self.array[r * self.chunk_z:(r + 1) * self.chunk_z])
-        return self.rows[r]
-
-    def slab(self, z0: int, z1: int) -> tuple[np.ndarray, int]:
-        """Voxels with z in [z0, z1) clipped to the volume, and the z of their first plane."""
-        z0, z1 = max(z0, 0), min(z1, self.array.shape[0])
-        first, last = z0 // self.chunk_z, (z1 - 1) // self.chunk_z
-        for r in [r for r in self.rows if r < first]:
-            del self.rows[r]
-        parts = [self._row(r) for r in range(first, last + 1)]
-        whole = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        offset = first * self.chunk_z
-        return whole[z0 - offset:z1 - offset], z0
-
-
-def _cut_box(slab: np.ndarray, slab_z0: int, start: np.ndarray, box: int, out: np.ndarray,
-             shape: tuple[int, int, int]) -> bool:
-    """Copy one box into ``out``; pad with the mean of the valid part when it crosses the edge.
-
-    Returns whether the box was padded.
+    """Decoded chunk rows (full y, x) of a tomogram: each row is read once and dropped as soon as
+    the boxes being cut (in ascending z) no longer reach it. While boxes are cut from row ``r``,
+    row ``r + 1`` is decoded on a background thread, so at most three rows are held.
     """
-    lo = np.maximum(start, 0)
-    hi = np.minimum(start + box, shape)
-    src = slab[lo[0] - slab_z0:hi[0] - slab_z0, lo[1]:hi[1], lo[2]:hi[2]]
-    if np.array_equal(lo, start) and np.array_equal(hi, start + box):
-        out[...] = src
-        return False
-    out[...] = src.mean() if src.size else 0.0
-    d = lo - start
-    out[d[0]:d[0] + src.shape[0], d[1]:d[1] + src.shape[1], d[2]:d[2] + src.shape[2]] = src
-    return True
+
+    def __init__(self, tomogram: Tomogram, last_row: int):
+        self.array = tomogram.array
+        self.shape = np.asarray(tomogram.shape)
+        self.chunk_z = tomogram.chunks[0]
+        self.last_row = last_row
+        self.rows: dict[int, Future] = {}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="row-prefetch")
+
+    def _read(self, r: int) -> np.ndarray:
+        return np.asarray(self.array[r * self.chunk_z:(r + 1) * self.chunk_z])
+
+    def row(self, r: int) -> np.ndarray:
+        """Row ``r`` (rows are requested in non-decreasing order of the lowest row a box needs;
+        rows below ``r`` are therefore dropped when ``r`` is first requested)."""
+        if r not in self.rows:
+            for old in [k for k in self.rows if k < r]:
+                del self.rows[old]
+            self.rows[r] = self.pool.submit(self._read, r)
+        if r < self.last_row and r + 1 not in self.rows:
+            self.rows[r + 1] = self.pool.submit(self._read, r + 1)
+        return self.rows[r].result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.rows.clear()
+
+    def cut(self, start: np.ndarray, box: int, out: np.ndarray) -> bool:
+        """Copy the box starting at ``start`` (z, y, x) into ``out``; return whether it crossed
+        the volume edge (then the outside is filled with the mean of the inside)."""
+        lo = np.maximum(start, 0)
+        hi = np.minimum(start + box, self.shape)
+        d, e = lo - start, hi - start
+        cz = self.chunk_z
+        first, last = lo[0] // cz, (hi[0] - 1) // cz
+        for r in range(first, last + 1):
+            z0, z1 = max(lo[0], r * cz), min(hi[0], (r + 1) * cz)
+            out[z0 - start[0]:z1 - start[0], d[1]:e[1], d[2]:e[2]] = self.row(r)[
+                z0 - r * cz:z1 - r * cz, lo[1]:hi[1], lo[2]:hi[2]]
+        padded = bool(np.any(d > 0) or np.any(e < box))
+        if padded:
+            inside = out[d[0]:e[0], d[1]:e[1], d[2]:e[2]].copy()
+            out[...] = inside.mean()
+            out[d[0]:e[0], d[1]:e[1], d[2]:e[2]] = inside
+        return padded
 
 
 def _normalise(boxes: np.ndarray) -> None:
@@ -190,39 +200,41 @@ def extract_unit(
     tomogram: Tomogram, unit: WorkUnit, box: int = 40, batch_size: int = 64,
     normalise: bool = False,
 ) -> Iterator[SubtomogramBatch]:
-    """Cut the boxes of one work unit, yielding batches of at most ``batch_size``."""
-    window = _RowWindow(tomogram)
-    cz = window.chunk_z
-    half = box // 2 + 1
+    """Cut the boxes of one work unit (in ascending z), yielding batches of ``batch_size``.
+
+    Boxes inside the volume and within one chunk row (the common case, found vectorised up
+    front) are a single numpy slice copy; the rest go through `_RowWindow.cut`.
+    """
     coords = unit.particles[COORDS].to_numpy()
     ids = unit.particles["particle_id"].to_numpy()
     starts = box_starts(coords, box)
-    rows = starts[:, 0] + box // 2
-    rows = rows // cz
-    buf = np.empty((batch_size, box, box, box), dtype=np.float32)
-    padded = np.zeros(batch_size, dtype=bool)
-    n, first = 0, 0
-    for row in range(unit.row_start, unit.row_stop):
-        members = np.flatnonzero(rows == row)
-        if not len(members):
-            continue
-        slab, slab_z0 = window.slab(row * cz - half, (row + 1) * cz + half)
-        for i in members:
-            padded[n] = _cut_box(slab, slab_z0, starts[i], box, buf[n], tomogram.shape)
-            n += 1
-            if n == batch_size:
-                yield _emit(buf, padded, ids, coords, first, n, normalise)
-                first, n = first + n, 0
-    if n:
-        yield _emit(buf, padded, ids, coords, first, n, normalise)
+    cz = tomogram.chunks[0]
+    last_row = int(min(starts[:, 0].max() + box - 1, tomogram.shape[0] - 1)) // cz
+    window = _RowWindow(tomogram, last_row)
+    try:
+        yield from _cut_batches(window, starts, ids, coords, box, batch_size, normalise)
+    finally:
+        window.close()
 
 
-def _emit(buf, padded, ids, coords, first, n, normalise) -> SubtomogramBatch:
-    boxes = buf[:n].copy()
-    if normalise:
-        _normalise(boxes)
-    sel = slice(first, first + n)
-    return SubtomogramBatch(ids[sel], coords[sel], padded[:n].copy(), boxes)
+def _cut_batches(window: _RowWindow, starts, ids, coords, box, batch_size, normalise):
+    cz = window.chunk_z
+    simple = np.all((starts >= 0) & (starts + box <= window.shape), axis=1) & (
+        starts[:, 0] // cz == (starts[:, 0] + box - 1) // cz)
+    for first in range(0, len(starts), batch_size):
+        stop = min(first + batch_size, len(starts))
+        boxes = np.empty((stop - first, box, box, box), dtype=np.float32)
+        padded = np.zeros(stop - first, dtype=bool)
+        for j, i in enumerate(range(first, stop)):
+            z, y, x = starts[i]
+            if simple[i]:
+                r = z // cz
+                boxes[j] = window.row(r)[z - r * cz:z - r * cz + box, y:y + box, x:x + box]
+            else:
+                padded[j] = window.cut(starts[i], box, boxes[j])
+        if normalise:
+            _normalise(boxes)
+        yield SubtomogramBatch(ids[first:stop], coords[first:stop], padded, boxes)
 
 
 def extract_subtomograms(

@@ -20,7 +20,17 @@ def timer(results: dict, key: str):
 
 
 def peak_rss_gb() -> float:
-    """Peak resident set size of this process so far, in GB."""
+    """Peak resident set size of this process so far, in GB.
+
+    Reads VmHWM, which starts afresh at exec; getrusage's ru_maxrss would also count the memory
+    a parent held when it forked this process.
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
