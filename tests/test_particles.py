@@ -38,10 +38,10 @@ def _same(a, b, angles=True):
     assert list(a["class_name"]) == list(b["class_name"])
     np.testing.assert_allclose(a["score"], b["score"])
     if angles:  # compare rotations, not Euler triples (ZYZ is not unique)
-        from dsmscale.io.particles import _rotation_zyz
+        from dsmscale.io.particles import rotation_matrix_zyz
 
         for ra, rb in zip(a[ANGLES].to_numpy(), b[ANGLES].to_numpy(), strict=True):
-            np.testing.assert_allclose(_rotation_zyz(*ra), _rotation_zyz(*rb), atol=1e-9)
+            np.testing.assert_allclose(rotation_matrix_zyz(*ra), rotation_matrix_zyz(*rb), atol=1e-9)
 
 
 def test_star_relion3_round_trip(tmp_path, table):

@@ -205,7 +205,7 @@ def write_star(
 
 
 # --------------------------------------------------------------------------------- copick
-def _rotation_zyz(rot: float, tilt: float, psi: float) -> np.ndarray:
+def rotation_matrix_zyz(rot: float, tilt: float, psi: float) -> np.ndarray:
     """RELION's ZYZ Euler angles (deg) as a 3×3 rotation matrix acting on (x, y, z)."""
     a, b, g = np.deg2rad([rot, tilt, psi])
 
@@ -218,8 +218,8 @@ def _rotation_zyz(rot: float, tilt: float, psi: float) -> np.ndarray:
     return rz(g) @ ry(b) @ rz(a)
 
 
-def _euler_zyz(matrix: np.ndarray) -> tuple[float, float, float]:
-    """Inverse of `_rotation_zyz` (deg)."""
+def euler_zyz(matrix: np.ndarray) -> tuple[float, float, float]:
+    """Inverse of `rotation_matrix_zyz` (deg)."""
     tilt = np.arccos(np.clip(matrix[2, 2], -1, 1))
     if np.sin(tilt) > 1e-8:
         rot = np.arctan2(matrix[2, 1], -matrix[2, 0])
@@ -249,7 +249,7 @@ def write_copick(
         for i in idx:
             transform = np.eye(4)
             if set(ANGLES) <= set(df.columns):
-                transform[:3, :3] = _rotation_zyz(*df.iloc[i][ANGLES].to_numpy(float))
+                transform[:3, :3] = rotation_matrix_zyz(*df.iloc[i][ANGLES].to_numpy(float))
             z, y, x = loc_a[i]
             point = {"location": {"x": x, "y": y, "z": z}, "transformation_": transform.tolist(),
                      "instance_id": int(df["particle_id"].iloc[i])}
@@ -287,7 +287,7 @@ def read_copick(paths: list[str | os.PathLike] | str | os.PathLike, voxel_size_a
             if "score" in p and p["score"] is not None:
                 row["score"] = float(p["score"])
             if doc.get("trust_orientation") and p.get("transformation_") is not None:
-                row.update(zip(ANGLES, _euler_zyz(np.asarray(p["transformation_"])[:3, :3]),
+                row.update(zip(ANGLES, euler_zyz(np.asarray(p["transformation_"])[:3, :3]),
                                strict=True))
             rows.append(row)
     if not rows:
