@@ -70,6 +70,19 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from dsmscale.simulate.dataset import SimulateConfig, build_datasets
+
+    config = _load_config(SimulateConfig, args.config, {"seed": args.seed,
+                                                         "n_tomograms": args.n_tomograms})
+    summary = build_datasets(config, args.output, overwrite=args.overwrite)
+    counts = ", ".join(f"{k}: {v} (SNR {summary['snr_measured'][k]:.4f})"
+                       for k, v in summary["n_subtomograms"].items())
+    print(f"simulated {config.n_tomograms} tomogram(s), volume fraction "
+          f"{summary['volume_fraction']:.2f}; subtomograms {counts} -> {args.output}")
+    return 0
+
+
 def _progress(batches, total: int):
     from tqdm.auto import tqdm
 
@@ -139,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="voxel size (Å) of the particle coordinates, if the table lacks it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("simulate", help="simulate tomograms and the benchmark datasets A and B",
+                       epilog=EPILOG,
+                       description="Crowded tomograms from real PDB structures (tilt series about "
+                                   "y, CTF, MTF, noise at a set SNR, WBP) and datasets of 40³ "
+                                   "subtomograms with labels, target masks and target densities. "
+                                   "Defaults build datasets A (SNR 0.06) and B (SNR 0.01).")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--config", type=Path, help="YAML with SimulateConfig keys")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--n-tomograms", type=int, help="tomograms to simulate (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_simulate)
     return parser
 
 

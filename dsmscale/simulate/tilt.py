@@ -6,7 +6,9 @@ all rows at once (``A @ V`` with V of shape (n_z·n_x, n_y)); back-projection is
 is built once per geometry.
 
 Geometry: voxel (z, x) at coordinates relative to the volume centre projects to detector position
-``u = x cos θ + z sin θ`` (+ detector centre). Detector width equals n_x.
+``u = x cos θ + z sin θ`` (+ detector centre). The detector is wide enough (``n_u ≥ n_x``) that
+no ray through the volume is truncated at any tilt, so truncation streaks do not leak power into
+the missing wedge.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ class TiltGeometry:
     shape: tuple[int, int, int]
     angles_deg: tuple[float, ...]
 
+    @property
+    def detector_width(self) -> int:
+        """n_u: the widest projection of the (z, x) slab over all tilts, and at least n_x."""
+        nz, _, nx = self.shape
+        widths = [abs(nx * math.cos(math.radians(a))) + abs(nz * math.sin(math.radians(a)))
+                  for a in self.angles_deg]
+        return max(nx, int(math.ceil(max(widths))) + 2)
+
     @classmethod
     def symmetric(cls, shape, max_angle: float = 60.0, step: float = 2.0) -> TiltGeometry:
         n = int(round(2 * max_angle / step)) + 1
@@ -36,6 +46,7 @@ class TiltGeometry:
 def projection_matrix(geometry: TiltGeometry) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(A, Aᵀ) in CSR, float32: A maps a (z, x) slice to all tilts' detector rows."""
     nz, _, nx = geometry.shape
+    nu = geometry.detector_width
     zc = np.arange(nz) - (nz - 1) / 2
     xc = np.arange(nx) - (nx - 1) / 2
     z, x = np.meshgrid(zc, xc, indexing="ij")
@@ -43,17 +54,17 @@ def projection_matrix(geometry: TiltGeometry) -> tuple[sp.csr_matrix, sp.csr_mat
     rows, cols, vals = [], [], []
     for t, angle in enumerate(geometry.angles_deg):
         a = math.radians(angle)
-        u = (x * math.cos(a) + z * math.sin(a)).ravel() + (nx - 1) / 2
+        u = (x * math.cos(a) + z * math.sin(a)).ravel() + (nu - 1) / 2
         u0 = np.floor(u).astype(np.int64)
         w1 = (u - u0).astype(np.float32)
         for offset, weight in ((0, 1 - w1), (1, w1)):
             ui = u0 + offset
-            keep = (ui >= 0) & (ui < nx) & (weight > 0)
-            rows.append(t * nx + ui[keep])
+            keep = (ui >= 0) & (ui < nu) & (weight > 0)
+            rows.append(t * nu + ui[keep])
             cols.append(voxel[keep])
             vals.append(weight[keep])
     a_mat = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(len(geometry.angles_deg) * nx, nz * nx), dtype=np.float32)
+                          shape=(len(geometry.angles_deg) * nu, nz * nx), dtype=np.float32)
     return a_mat, a_mat.T.tocsr()
 
 
@@ -63,7 +74,7 @@ def project(volume: np.ndarray, geometry: TiltGeometry) -> np.ndarray:
     a_mat, _ = projection_matrix(geometry)
     flat = np.ascontiguousarray(volume.transpose(0, 2, 1)).reshape(nz * nx, ny)
     proj = a_mat @ flat
-    return proj.reshape(len(geometry.angles_deg), nx, ny).transpose(0, 2, 1)
+    return proj.reshape(len(geometry.angles_deg), geometry.detector_width, ny).transpose(0, 2, 1)
 
 
 def ramp_filter(images: np.ndarray) -> np.ndarray:

@@ -101,7 +101,8 @@ def simulate_tomogram(
     density = render_volume(config.shape_zyx, templates, placement)
     geometry = TiltGeometry.symmetric(config.shape_zyx, config.tilt_max_deg, config.tilt_step_deg)
     defocus = config.defocus_um + rng.uniform(-1, 1) * config.defocus_jitter_um
-    k2, nyq = frequency_grid_2d(config.shape_zyx[1:], config.voxel_size_a)
+    image_shape = (config.shape_zyx[1], geometry.detector_width)
+    k2, nyq = frequency_grid_2d(image_shape, config.voxel_size_a)
     ctf_2d = ctf(k2, defocus, config.voltage_kv, config.cs_mm, config.amplitude_contrast,
                  config.b_factor_a2).astype(np.float32)
     mtf_2d = mtf(nyq).astype(np.float32)
@@ -110,7 +111,7 @@ def simulate_tomogram(
     del tilts
     noise_unit = []
     for _ in range(n_noise):
-        n1 = rng.normal(0, np.sqrt(0.5), size=(len(geometry.angles_deg),) + config.shape_zyx[1:])
+        n1 = rng.normal(0, np.sqrt(0.5), size=(len(geometry.angles_deg),) + image_shape)
         n2 = rng.normal(0, np.sqrt(0.5), size=n1.shape)
         images = np.fft.irfft2((np.fft.rfft2(n1) * ctf_2d + np.fft.rfft2(n2)) * mtf_2d,
                                s=n1.shape[-2:]).astype(np.float32)
