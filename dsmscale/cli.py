@@ -83,6 +83,31 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dsmscale.train import TrainConfig, train
+
+    overrides = {"output": str(args.output) if args.output else None, "dataset": args.dataset,
+                 "model": args.model, "max_epochs": args.max_epochs, "threads": args.threads}
+    config = _load_config(TrainConfig, args.config, overrides)
+    result = train(config)
+    last = result["history"][-1] if result["history"] else {}
+    shown = {k: round(v, 4) for k, v in last.items() if k.startswith("val_")}
+    print(f"trained {config.model} for {result['epochs']} epochs: {shown}; "
+          f"best checkpoint {result['best_checkpoint']}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dsmscale.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.dataset, args.split, args.output,
+                                  args.threads)
+    keys = ("obj_acc", "pix_acc", "miou", "fsc_resolution_nm")
+    print(", ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+          + f" on {metrics['n']} {args.split} subtomograms -> {args.output}")
+    return 0
+
+
 def _progress(batches, total: int):
     from tqdm.auto import tqdm
 
@@ -165,6 +190,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-tomograms", type=int, help="tomograms to simulate (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("train", help="train DSM-Net, an ablation or a baseline", epilog=EPILOG,
+                       description="Train on a dataset folder (from dsmscale simulate). Paper "
+                                   "defaults: Adam 1e-3, batch 64, <=100 epochs, early stop 15, "
+                                   "loss cls:seg:rec = 1:10:1; bf16 + channels_last_3d where "
+                                   "supported. Re-running resumes from OUTPUT/last.pt.")
+    p.add_argument("--config", type=Path, help="YAML with TrainConfig keys")
+    p.add_argument("--dataset", help="dataset folder (e.g. data/sim/datasets/A)")
+    p.add_argument("-o", "--output", type=Path, help="run folder")
+    p.add_argument("--model", help="dsmnet, cls, seg, cls_rec, cls_seg, ssn3d_ed, dsrf3d_v2")
+    p.add_argument("--max-epochs", type=int, help="epoch cap (default 100)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics and figures of a checkpoint on a split",
+                       epilog=EPILOG,
+                       description="Object accuracy, pixel accuracy, mIoU, per-class F1, "
+                                   "confusion matrix, FSC of recovered densities, slices.")
+    p.add_argument("checkpoint", type=Path, help="best.pt or last.pt of a run")
+    p.add_argument("dataset", help="dataset folder")
+    p.add_argument("--split", default="test", help="train, val, test or heldout (default test)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics/figures")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

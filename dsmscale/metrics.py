@@ -33,3 +33,38 @@ def match_points(
     denom = b2 * precision + recall
     f_beta = (1 + b2) * precision * recall / denom if denom else 0.0
     return {"precision": precision, "recall": recall, "f_beta": f_beta, "true_positives": tp}
+
+
+def segmentation_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(2, 3) counts per class {background, target}: intersection, union, truth voxels."""
+    out = np.zeros((2, 3), dtype=np.int64)
+    for c in (0, 1):
+        p, t = pred == c, truth == c
+        out[c] = (np.count_nonzero(p & t), np.count_nonzero(p | t), np.count_nonzero(t))
+    return out
+
+
+def segmentation_scores(counts: np.ndarray) -> dict[str, float]:
+    """Pixel accuracy and mIoU over {background, target} from accumulated `segmentation_counts`."""
+    iou = counts[:, 0] / np.maximum(counts[:, 1], 1)
+    return {"pix_acc": float(counts[:, 0].sum() / max(counts[:, 2].sum(), 1)),
+            "miou": float(iou.mean()), "iou_background": float(iou[0]), "iou_target": float(iou[1])}
+
+
+def fsc_curve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Fourier shell correlation of two cubic volumes (torch-fourier-shell-correlation)."""
+    import torch
+    from torch_fourier_shell_correlation import fourier_shell_correlation
+
+    return fourier_shell_correlation(torch.as_tensor(a, dtype=torch.float32),
+                                     torch.as_tensor(b, dtype=torch.float32)).numpy()
+
+
+def fsc_resolution(curve: np.ndarray, box: int, voxel_size_nm: float, threshold: float = 0.5) -> float:
+    """Resolution (nm) where the FSC first drops below ``threshold``; shell r ↔ box·voxel/r.
+
+    Returns the Nyquist resolution (2 voxels) if the curve never drops below the threshold.
+    """
+    below = np.flatnonzero(np.asarray(curve)[1:] < threshold)
+    shell = below[0] + 1 if len(below) else box // 2
+    return float(box * voxel_size_nm / shell)

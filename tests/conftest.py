@@ -38,3 +38,17 @@ def blob_store(tmp_path_factory) -> dict:
     mrc = write_volume(root / "blobs.mrc", volume, voxel_size_a=8.0)
     store = convert_mrc_to_ome_zarr(mrc, root / "blobs.zarr", ConvertConfig(chunk=32), progress=False)
     return {"mrc": mrc, "store": store, "volume": volume, "centres": centres, "voxel_size_a": 8.0}
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A small simulated dataset A (6 classes, ~90 subtomograms) for training tests."""
+    from dsmscale.simulate.dataset import SimulateConfig, build_datasets
+    from dsmscale.simulate.tomogram import TomogramConfig
+
+    out = tmp_path_factory.mktemp("tinyset") / "sim"
+    tomo = TomogramConfig(shape_zyx=(80, 128, 128), copies_per_class=20, tilt_step_deg=4.0,
+                          classes=("1BXN", "3J9I", "4V1W", "1S3X", "2GHO", "4V94"))
+    build_datasets(SimulateConfig(tomogram=tomo, datasets={"A": 0.06}, seed=5, figures=False,
+                                  write_tomograms=False), out, progress=False)
+    return out / "datasets" / "A"

@@ -94,15 +94,19 @@ def _truth_table(sim: SimulatedTomogram, name: str, id_offset: int):
 
 
 def _assign_splits(classes: np.ndarray, fractions, holdout, seed: int) -> np.ndarray:
-    """Stratified split: within each class a seeded shuffle, then train/val/test by fraction."""
+    """Stratified split: within each class a seeded shuffle, then val/test by fraction (at least one
+    each when the class has three or more examples) and the rest train."""
     rng = np.random.default_rng(seed)
     split = np.full(len(classes), "heldout", dtype=object)
     for cls in np.unique(classes):
         if cls in holdout:
             continue
         idx = rng.permutation(np.flatnonzero(classes == cls))
-        n_train = int(round(fractions[0] * len(idx)))
         n_val = int(round(fractions[1] * len(idx)))
+        n_test = int(round(fractions[2] * len(idx)))
+        if len(idx) >= 3:  # small classes still get one val and one test example
+            n_val, n_test = max(n_val, 1), max(n_test, 1)
+        n_train = len(idx) - n_val - n_test
         split[idx[:n_train]] = "train"
         split[idx[n_train:n_train + n_val]] = "val"
         split[idx[n_train + n_val:]] = "test"

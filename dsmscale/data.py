@@ -1,0 +1,92 @@
+"""Training/evaluation data: a dataset folder (see `dsmscale.simulate.dataset`) loaded per split.
+
+Inputs are normalised per box (zero mean, unit variance, exactly as extraction with
+``normalise=True`` does at inference); recovery targets are densities divided by
+``density_scale`` (Da per voxel) so they are of order one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+
+from dsmscale.errors import InputError
+
+#: Da/voxel that maps recovered densities to ~[0, 1] (the peak of a blurred MDa complex).
+DENSITY_SCALE = 537.0
+
+
+def normalise_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Per-box zero mean and unit standard deviation, (n, B, B, B) float32."""
+    flat = boxes.reshape(len(boxes), -1).astype(np.float32)
+    flat = (flat - flat.mean(1, keepdims=True)) / np.maximum(flat.std(1, keepdims=True), 1e-6)
+    return flat.reshape(boxes.shape)
+
+
+@dataclass
+class SplitData:
+    """One split held in memory as tensors: x (n, 1, B, B, B), label (n,), mask (n, B, B, B)
+    int64 (0 background, 1 target), density (n, 1, B, B, B) scaled, and the metadata rows."""
+
+    x: torch.Tensor
+    label: torch.Tensor
+    mask: torch.Tensor
+    density: torch.Tensor
+    table: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def batch(self, idx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.x[idx], {"label": self.label[idx], "mask": self.mask[idx],
+                             "density": self.density[idx]}
+
+
+def dataset_classes(dataset: str | os.PathLike) -> list[str]:
+    """Class names with training examples, in the simulator's class order."""
+    table = _table(Path(dataset))
+    train = table[table["split"] == "train"]
+    return list(train.sort_values("class_index")["class_name"].drop_duplicates())
+
+
+def _table(dataset: Path) -> pd.DataFrame:
+    path = dataset / "particles.parquet"
+    if not path.is_file():
+        raise InputError(dataset, "not a dataset folder (no particles.parquet)")
+    return pd.read_parquet(path)
+
+
+def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list[str],
+               limit: int | None = None, density_scale: float = DENSITY_SCALE) -> SplitData:
+    """Load the rows of ``split`` (a name or a list, e.g. ["heldout"]) into memory.
+
+    Rows whose class is not in ``classes`` get label -1 (e.g. held-out classes).
+    """
+    dataset = Path(dataset)
+    table = _table(dataset)
+    splits = [split] if isinstance(split, str) else split
+    rows = table[table["split"].isin(splits)].sort_values("index")
+    if limit is not None:
+        rows = rows.iloc[:limit]
+    if rows.empty:
+        raise InputError(dataset, f"split {split} has no rows")
+    index = rows["index"].to_numpy()
+    arrays = {n: zarr.open_array(str(dataset / f"{n}.zarr"), mode="r")
+              for n in ("subtomograms", "mask", "density")}
+    x = normalise_boxes(arrays["subtomograms"].get_orthogonal_selection((index,)))
+    lookup = {c: i for i, c in enumerate(classes)}
+    labels = rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy()
+    return SplitData(
+        x=torch.from_numpy(x[:, None]),
+        label=torch.from_numpy(labels.astype(np.int64)),
+        mask=torch.from_numpy(arrays["mask"].get_orthogonal_selection((index,)).astype(np.int64)),
+        density=torch.from_numpy(arrays["density"].get_orthogonal_selection((index,))[:, None]
+                                 / np.float32(density_scale)),
+        table=rows.reset_index(drop=True),
+    )

@@ -1,0 +1,21 @@
+"""Networks: DSM-Net (switchable heads), the SSN3D-ED and DSRF3D-v2 baselines, compact students."""
+
+from dsmscale.models.baselines import SSN3DED, DSRF3Dv2
+from dsmscale.models.dsmnet import DSMNet, Heads
+
+__all__ = ["DSMNet", "Heads", "SSN3DED", "DSRF3Dv2", "build_model", "MODEL_NAMES"]
+
+MODEL_NAMES = ("dsmnet", "cls", "seg", "cls_rec", "cls_seg", "ssn3d_ed", "dsrf3d_v2")
+
+
+def build_model(name: str, n_classes: int):
+    """A model by its table name: DSM-Net and its ablations share one class (heads switched)."""
+    heads = {"dsmnet": ("cls", "seg", "rec"), "cls": ("cls",), "seg": ("seg",),
+             "cls_rec": ("cls", "rec"), "cls_seg": ("cls", "seg")}
+    if name in heads:
+        return DSMNet(n_classes, heads=heads[name])
+    if name == "ssn3d_ed":
+        return SSN3DED()
+    if name == "dsrf3d_v2":
+        return DSRF3Dv2(n_classes)
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")

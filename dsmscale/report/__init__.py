@@ -1,0 +1,1 @@
+"""Figures and reports: training curves, evaluation figures, job reports."""

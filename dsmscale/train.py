@@ -1,0 +1,276 @@
+"""Training DSM-Net, its ablations and the baselines: ``dsmscale train --config``.
+
+Paper defaults: Adam (lr 1e-3, betas 0.9/0.99), batch 64, ≤ 100 epochs, early stopping after 15
+epochs without a lower validation loss, L = w_cls·CE(cls) + w_seg·CE(seg) + w_rec·MSE(rec) with
+cls:seg:rec = 1:10:1 (terms of switched-off heads drop out). bf16 autocast where the hardware
+has it (CPU with AMX/AVX-512-bf16, CUDA) and channels_last_3d tensors; threads set explicitly.
+
+Checkpoints (``last.pt`` every epoch, ``best.pt`` at each new best) hold the state dict, the
+config, the class list and the input normalisation, plus optimiser state for resuming; they are
+plain tensors and containers, loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from dsmscale.config import JobConfig
+from dsmscale.data import DENSITY_SCALE, SplitData, dataset_classes, load_split
+from dsmscale.errors import InputError
+from dsmscale.models import MODEL_NAMES, build_model
+
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+class TrainConfig(JobConfig):
+    """One training run. Paths are folders; loss weights are (cls, seg, rec)."""
+
+    dataset: str = Field(description="dataset folder with particles.parquet and Zarr arrays")
+    output: str = Field(description="run folder: checkpoints, history, curves")
+    model: Literal[MODEL_NAMES] = "dsmnet"  # type: ignore[valid-type]
+    loss_weights: tuple[float, float, float] = (1.0, 10.0, 1.0)
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    batch_size: int = Field(64, ge=1)
+    max_epochs: int = Field(100, ge=1)
+    patience: int = Field(15, ge=1, description="epochs without a better val loss before stop")
+    schedule: Literal["constant", "onecycle"] = "constant"
+    precision: Precision = "auto"
+    channels_last: bool = True
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: cores)")
+    seed: int = 0
+    limit_train: int | None = Field(None, ge=1, description="use only the first N train boxes")
+    limit_val: int | None = Field(None, ge=1)
+
+    def run_hash(self) -> str:
+        """Identity of the run: everything that changes its trajectory. The output folder,
+        threads, patience and (with a constant schedule) the epoch cap do not, so a run can be
+        resumed with a larger budget."""
+        exclude = {"output", "threads", "patience"}
+        if self.schedule == "constant":
+            exclude.add("max_epochs")
+        data = self.model_dump(mode="json", exclude=exclude)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads explicitly (default: all cores) and return the count."""
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> str:
+    """bf16 on CUDA and on CPUs with native bf16 (AMX or AVX-512-bf16), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    flags = ""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pass
+    return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
+
+
+def loss_terms(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+               weights: tuple[float, float, float]) -> dict[str, torch.Tensor]:
+    """Weighted loss terms of the active heads and their sum under ``total``."""
+    terms = {}
+    if "logits" in out:
+        terms["cls"] = weights[0] * F.cross_entropy(out["logits"].float(), target["label"])
+    if "seg" in out:
+        terms["seg"] = weights[1] * F.cross_entropy(out["seg"].float(), target["mask"])
+    if "rec" in out:
+        terms["rec"] = weights[2] * F.mse_loss(out["rec"].float(), target["density"])
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+class TrainStep:
+    """One optimisation step with the configured precision and memory format."""
+
+    def __init__(self, model: torch.nn.Module, precision: str = "bf16", channels_last: bool = True,
+                 lr: float = 1e-3, betas=(0.9, 0.99), weights=(1.0, 10.0, 1.0),
+                 compile_model: bool = False, device: torch.device | None = None):
+        self.device = device or torch.device("cpu")
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.forward = torch.compile(self.model) if compile_model else self.model
+        self.autocast = precision == "bf16"
+        self.weights = weights
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+
+    def prepare(self, x: torch.Tensor, target: dict[str, torch.Tensor]):
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return x, {k: v.to(self.device, non_blocking=True) for k, v in target.items()}
+
+    def run(self, x: torch.Tensor):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.forward(x)
+
+    def __call__(self, x: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, float]:
+        self.model.train()
+        x, target = self.prepare(x, target)
+        terms = loss_terms(self.run(x), target, self.weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+
+@torch.inference_mode()
+def validate(step: TrainStep, data: SplitData, batch_size: int) -> dict[str, float]:
+    """Mean loss terms, object accuracy and mIoU on a split."""
+    step.model.eval()
+    sums: dict[str, float] = {}
+    correct, inter, union = 0, np.zeros(2), np.zeros(2)
+    for start in range(0, len(data), batch_size):
+        x, target = step.prepare(*data.batch(slice(start, start + batch_size)))
+        out = step.run(x)
+        for k, v in loss_terms(out, target, step.weights).items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(x)
+        if "logits" in out:
+            correct += int((out["logits"].argmax(1) == target["label"]).sum())
+        if "seg" in out:
+            pred = out["seg"].argmax(1)
+            for c in (0, 1):
+                inter[c] += int(((pred == c) & (target["mask"] == c)).sum())
+                union[c] += int(((pred == c) | (target["mask"] == c)).sum())
+    metrics = {f"val_{k}": v / len(data) for k, v in sums.items()}
+    if "cls" in step.model.heads:
+        metrics["val_obj_acc"] = correct / len(data)
+    if "seg" in step.model.heads:
+        metrics["val_miou"] = float(np.mean(inter / np.maximum(union, 1)))
+    return metrics
+
+
+def _checkpoint(step: TrainStep, config: TrainConfig, classes: list[str], epoch: int,
+                history: list[dict], best: float, scheduler) -> dict:
+    return {
+        "format": "dsmscale-checkpoint-1",
+        "model": config.model, "heads": list(step.model.heads), "n_classes": len(classes),
+        "classes": classes, "state_dict": step.model.state_dict(),
+        "normalisation": {"input": "per_box_zscore", "density_scale": DENSITY_SCALE},
+        "config": config.model_dump(mode="json"), "run_hash": config.run_hash(),
+        "epoch": epoch, "history": history, "best_val": best,
+        "optimizer": step.optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler else None,
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def _save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a dsmscale checkpoint safely (``weights_only=True``); one-line errors if broken."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for broken files
+        raise InputError(path, f"not a readable checkpoint ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "dsmscale-checkpoint-1":
+        raise InputError(path, "not a dsmscale checkpoint")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, source: str | os.PathLike = "checkpoint"):
+    """Rebuild the network of a checkpoint; a state dict of another architecture is an error."""
+    model = build_model(ckpt["model"], ckpt["n_classes"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(source, f"weights do not fit model {ckpt['model']!r} "
+                                 f"({str(exc).splitlines()[0]})") from exc
+    return model.eval()
+
+
+def train(config: TrainConfig, progress: bool = True) -> dict:
+    """Train (or resume) a run; returns the final history entry plus the best checkpoint path."""
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = configure_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(config.precision, device)
+    classes = dataset_classes(config.dataset)
+    train_data = load_split(config.dataset, "train", classes, config.limit_train)
+    val_data = load_split(config.dataset, "val", classes, config.limit_val)
+    model = build_model(config.model, len(classes))
+    step = TrainStep(model, precision, config.channels_last, config.lr, config.betas,
+                     config.loss_weights, device=device)
+    steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        step.optimizer, max_lr=config.lr, epochs=config.max_epochs,
+        steps_per_epoch=steps_per_epoch) if config.schedule == "onecycle" else None
+    history, best, start_epoch, stale = [], math.inf, 0, 0
+    last = out / "last.pt"
+    if last.is_file():
+        ckpt = load_checkpoint(last)
+        if ckpt["run_hash"] != config.run_hash():
+            raise InputError(last, "belongs to a different run config (use another output)")
+        model.load_state_dict(ckpt["state_dict"])
+        step.optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler and ckpt["scheduler"]:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        history, best, start_epoch = ckpt["history"], ckpt["best_val"], ckpt["epoch"] + 1
+        stale = start_epoch - 1 - min(range(len(history)), key=lambda i: history[i]["val_total"])
+        rng = np.random.default_rng([config.seed, start_epoch])
+    (out / "config.yaml").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    for epoch in range(start_epoch, config.max_epochs):
+        if stale >= config.patience:
+            break
+        t0 = time.perf_counter()
+        order = torch.from_numpy(rng.permutation(len(train_data)))
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps_per_epoch), desc=f"{config.model} epoch {epoch + 1}",
+                   disable=not progress, leave=False, unit="batch")
+        for b in bar:
+            idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+            terms = step(*train_data.batch(idx))
+            if scheduler:
+                scheduler.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
+            bar.set_postfix(loss=f"{terms['total']:.4f}")
+        entry = {"epoch": epoch + 1, **{f"train_{k}": v / len(train_data) for k, v in sums.items()},
+                 **validate(step, val_data, 2 * config.batch_size),
+                 "epoch_s": time.perf_counter() - t0, "precision": precision, "threads": threads}
+        history.append(entry)
+        improved = entry["val_total"] < best
+        best, stale = (entry["val_total"], 0) if improved else (best, stale + 1)
+        ckpt = _checkpoint(step, config, classes, epoch, history, best, scheduler)
+        if improved:
+            _save(ckpt, out / "best.pt")
+        _save(ckpt, last)
+        (out / "history.json").write_text(json.dumps(history, indent=2))
+        if progress:
+            shown = {k: round(v, 4) for k, v in entry.items() if k.startswith("val_")}
+            tqdm.write(f"epoch {epoch + 1}: {shown} ({entry['epoch_s']:.0f} s)")
+    from dsmscale.report.curves import plot_history
+
+    plot_history(history, out / "curves.png")
+    converged = bool(history) and (stale >= config.patience or len(history) == config.max_epochs)
+    return {"history": history, "best_checkpoint": str(out / "best.pt"), "epochs": len(history),
+            "stopped_early": stale >= config.patience, "finished": converged}

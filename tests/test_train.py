@@ -1,0 +1,60 @@
+import json
+
+import pytest
+import torch
+
+from dsmscale.errors import InputError
+from dsmscale.evaluate import evaluate_checkpoint
+from dsmscale.train import TrainConfig, load_checkpoint, model_from_checkpoint, train
+
+
+def _config(dataset, out, **kw):
+    base = dict(dataset=str(dataset), output=str(out), limit_train=32, limit_val=16,
+                batch_size=16, max_epochs=2, threads=2)
+    return TrainConfig(**(base | kw))
+
+
+def test_train_resume_and_safe_checkpoints(tiny_dataset, tmp_path):
+    first = train(_config(tiny_dataset, tmp_path / "run"), progress=False)
+    assert first["epochs"] == 2 and (tmp_path / "run" / "curves.png").is_file()
+    resumed = train(_config(tiny_dataset, tmp_path / "run", max_epochs=3), progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][:2] == first["history"]
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")  # weights_only=True inside
+    assert ckpt["classes"] and ckpt["normalisation"]["input"] == "per_box_zscore"
+    model = model_from_checkpoint(ckpt)
+    assert model(torch.randn(1, 1, 40, 40, 40))["logits"].shape == (1, len(ckpt["classes"]))
+    with pytest.raises(InputError, match="different run config"):
+        train(_config(tiny_dataset, tmp_path / "run", lr=0.5), progress=False)
+
+
+def test_broken_checkpoints(tiny_dataset, tmp_path):
+    train(_config(tiny_dataset, tmp_path / "cls", model="cls", max_epochs=1), progress=False)
+    good = tmp_path / "cls" / "best.pt"
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(InputError, match="cut.pt: not a readable checkpoint"):
+        load_checkpoint(cut)
+    other = load_checkpoint(good)
+    other["model"] = "dsmnet"  # a Cls-subnet state dict presented as the full DSM-Net
+    with pytest.raises(InputError, match="do not fit model 'dsmnet'"):
+        model_from_checkpoint(other, good)
+
+
+def test_training_learns(tiny_dataset, tmp_path):
+    result = train(_config(tiny_dataset, tmp_path / "fit", limit_train=16, batch_size=8,
+                           max_epochs=6, limit_val=8), progress=False)
+    losses = [h["train_total"] for h in result["history"]]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_evaluate_writes_metrics(tiny_dataset, tmp_path):
+    train(_config(tiny_dataset, tmp_path / "run", max_epochs=1), progress=False)
+    metrics = evaluate_checkpoint(tmp_path / "run" / "best.pt", tiny_dataset, "test",
+                                  tmp_path / "eval", threads=2)
+    for key in ("obj_acc", "pix_acc", "miou", "fsc_resolution_nm"):
+        assert 0 <= metrics[key] <= (40 if key == "fsc_resolution_nm" else 1)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["n"] == metrics["n"] > 0
+    assert (tmp_path / "eval" / "confusion.png").is_file()
+    assert (tmp_path / "eval" / "slices.png").is_file()
