@@ -108,6 +108,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dsmscale.infer.config import RunConfig
+    from dsmscale.infer.pipeline import run_job
+
+    overrides = {"tomograms": args.tomograms or None, "particles": args.particles or None,
+                 "output": str(args.output) if args.output else None, "model": args.model,
+                 "num_actors": args.num_actors}
+    summary = run_job(_load_config(RunConfig, args.config, overrides))
+    print(f"{summary['particles']} particles in {summary['tomograms']} tomogram(s): "
+          f"{summary['particles_processed']} processed now, {summary['units_skipped']} units "
+          f"already done; {summary['end_to_end_per_s']:.1f} particles/s end to end; "
+          f"summary in {args.output or 'the output folder'}/summary.json")
+    return 0
+
+
 def _progress(batches, total: int):
     from tqdm.auto import tqdm
 
@@ -214,6 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics/figures")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("run", help="the whole job on Ray: extract, classify, segment, recover",
+                       epilog=EPILOG,
+                       description="Tomograms (MRC or OME-Zarr, paths, URLs or globs) and particle "
+                                   "tables (or the DoG picker) through DSM-Net on a Ray actor "
+                                   "pool. Embedded local Ray unless RAY_ADDRESS or ray_address "
+                                   "is set. Rerunning resumes: finished work units are skipped.")
+    p.add_argument("--config", type=Path, help="YAML with RunConfig keys")
+    p.add_argument("--tomograms", nargs="*", help="tomograms (MRC/OME-Zarr, globs)")
+    p.add_argument("--particles", nargs="*", help="particle tables matched by file stem")
+    p.add_argument("-o", "--output", type=Path, help="job output folder")
+    p.add_argument("--model", help="'default', 'student' or a checkpoint path")
+    p.add_argument("--num-actors", type=int, help="inference actors (default 1)")
+    p.set_defaults(func=_cmd_run)
     return parser
 
 

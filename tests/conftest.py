@@ -52,3 +52,14 @@ def tiny_dataset(tmp_path_factory) -> Path:
     build_datasets(SimulateConfig(tomogram=tomo, datasets={"A": 0.06}, seed=5, figures=False,
                                   write_tomograms=False), out, progress=False)
     return out / "datasets" / "A"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_dataset, tmp_path_factory) -> Path:
+    """A DSM-Net checkpoint trained for one short epoch on the tiny dataset."""
+    from dsmscale.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tinyrun")
+    train(TrainConfig(dataset=str(tiny_dataset), output=str(out), limit_train=16, limit_val=8,
+                      batch_size=8, max_epochs=1, threads=2), progress=False)
+    return out / "best.pt"

@@ -1,0 +1,41 @@
+"""The typed configuration of a ``dsmscale run`` job (also ``jobs/process_dataset.py``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from dsmscale.config import JobConfig
+from dsmscale.convert import ConvertConfig
+from dsmscale.pick import PickConfig
+
+
+class RunConfig(JobConfig):
+    """Tomograms in, every particle classified, segmented and recovered out.
+
+    ``tomograms`` are MRC files (converted to OME-Zarr first) or OME-Zarr stores: local paths,
+    fsspec URLs or globs. ``particles`` are tables matched to tomograms by file stem (or one table
+    for one tomogram); with none, the DoG picker finds particles.
+    """
+
+    tomograms: list[str] = Field(min_length=1)
+    particles: list[str] = Field(default_factory=list)
+    output: str
+    model: str = Field("default", description="'default', 'student' or a checkpoint path")
+    box: int = Field(40, ge=8)
+    level: int = Field(0, ge=0, description="pyramid level the model sees")
+    edge: Literal["pad", "skip"] = "pad"
+    voxel_size_a: float | None = Field(None, gt=0, description="for tables without a pixel size")
+    batch_size: int = Field(16, ge=1, description="subtomograms per forward pass")
+    num_actors: int | tuple[int, int] = Field(1, description="fixed size or (min, max)")
+    gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 if GPUs exist")
+    cpus_per_actor: float = Field(1.0, gt=0)
+    threads_per_actor: int | None = Field(None, ge=1, description="torch threads per actor")
+    cpus_per_extract_task: float = Field(1.0, gt=0)
+    max_restarts: int = Field(3, ge=0, description="actor restarts before the job fails")
+    max_particles_per_unit: int = Field(512, ge=1, description="work unit size cap")
+    write_maps: bool = Field(True, description="tomogram-scale label and density OME-Zarr")
+    ray_address: str | None = Field(None, description="default: RAY_ADDRESS or embedded Ray")
+    pick: PickConfig = Field(default_factory=PickConfig)
+    convert: ConvertConfig = Field(default_factory=ConvertConfig)

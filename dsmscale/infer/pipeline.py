@@ -1,0 +1,206 @@
+"""``dsmscale run``: the whole job on Ray Data, resumable and exactly-once per work unit.
+
+Stages: resolve inputs (MRC → OME-Zarr as Ray tasks) → particles (tables or the DoG picker) →
+plan work units (metadata only) → Ray Data: ``map_batches(extract_batch)`` as CPU tasks →
+``map_batches(Predictor, compute=ActorPoolStrategy(...), num_gpus=...)``, whose actors write each
+unit's outputs and then its Parquet part atomically → tomogram-scale maps, STAR and copick
+tables, ``summary.json``. A rerun reuses the saved plan and skips units whose part exists.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+from tqdm.auto import tqdm
+
+from dsmscale.convert import convert_many
+from dsmscale.errors import InputError
+from dsmscale.infer.config import RunConfig
+from dsmscale.infer.predictor import Predictor, extract_batch
+from dsmscale.infer.units import ROW_CHUNK, Plan, plan_units
+from dsmscale.io.omezarr import compressor_for, open_tomogram
+from dsmscale.io.particles import ParticleTable, read_particles
+from dsmscale.parallel import ensure_ray
+from dsmscale.pick import pick_particles
+from dsmscale.weights import resolve_model
+
+MRC_SUFFIXES = (".mrc", ".map", ".rec", ".mrc.gz", ".mrc.bz2", ".map.gz", ".rec.gz")
+
+
+def _stem(path: str) -> str:
+    name = Path(path.rstrip("/")).name
+    for suffix in (".zarr", *MRC_SUFFIXES, ".star", ".csv", ".json"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Globs expanded (local paths); URLs passed through; missing local paths are errors."""
+    found = []
+    for pattern in patterns:
+        if "://" in pattern:
+            found.append(pattern)
+            continue
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        if not matches or not all(Path(m).exists() for m in matches):
+            raise InputError(pattern, "no such tomogram")
+        found += matches
+    return found
+
+
+def resolve_tomograms(config: RunConfig, out: Path) -> dict[str, str]:
+    """{name: OME-Zarr store}; MRC inputs are converted (in parallel) under OUTPUT/tomograms."""
+    inputs = expand_inputs(config.tomograms)
+    mrcs = [p for p in inputs if p.lower().endswith(MRC_SUFFIXES)]
+    stores = {_stem(p): p for p in inputs if p not in mrcs}
+    todo = [p for p in mrcs if not (out / "tomograms" / f"{_stem(p)}.zarr").exists()]
+    if todo:
+        _, failed = convert_many(todo, out / "tomograms", config.convert)
+        if failed:
+            raise InputError(next(iter(failed)), next(iter(failed.values())).split(": ", 1)[-1])
+    stores.update({_stem(p): str(out / "tomograms" / f"{_stem(p)}.zarr") for p in mrcs})
+    return stores
+
+
+def resolve_particles(config: RunConfig, tomograms: dict) -> dict[str, ParticleTable]:
+    """One table per tomogram: read (matched by stem, or the single table for a single
+    tomogram) or picked with the DoG picker."""
+    if not config.particles:
+        return {name: pick_particles(tomo, config.pick.model_copy(update={"level": tomo.level}),
+                                     name=name) for name, tomo in tomograms.items()}
+    tables = {}
+    paths = expand_inputs(config.particles)
+    for path in paths:
+        name = _stem(path) if len(tomograms) > 1 else next(iter(tomograms))
+        if name not in tomograms:
+            raise InputError(path, f"no tomogram named {name!r} among {sorted(tomograms)}")
+        full = open_tomogram(tomograms[name].source, 0)
+        vs = config.voxel_size_a or (full.voxel_size_a if path.endswith(".json") else None)
+        tables[name] = read_particles(path, vs, full.shape)
+    missing = sorted(set(tomograms) - set(tables))
+    if missing:
+        raise InputError(None, f"no particle table for tomograms {missing}")
+    return tables
+
+
+def _create_outputs(out: Path, n_rows: int, box: int) -> None:
+    for name, dtype in (("segmentation", "uint8"), ("density", "float32")):
+        path = out / f"{name}.zarr"
+        if not path.exists():
+            zarr.create_array(str(path), shape=(n_rows, box, box, box),
+                              chunks=(ROW_CHUNK, box, box, box), dtype=dtype,
+                              compressors=compressor_for(3, "lz4", 5), zarr_format=3,
+                              dimension_names=("particle", "z", "y", "x"))
+    (out / "particles.parquet").mkdir(exist_ok=True)
+
+
+def pending_units(plan: Plan, out: Path) -> pd.DataFrame:
+    """Units without a finished Parquet part."""
+    done = {p.stem for p in (out / "particles.parquet").glob("*.parquet")}
+    return plan.units[~plan.units["unit_id"].isin(done)]
+
+
+def _unit_items(units: pd.DataFrame, plan: Plan) -> list[dict]:
+    groups = dict(tuple(plan.particles.groupby("unit_id", sort=False)))
+    items = []
+    for row in units.itertuples():
+        p = groups[row.unit_id]
+        items.append({"unit_id": row.unit_id, "tomogram": row.tomogram, "store": row.store,
+                      "level": int(row.level), "row0": int(row.row0),
+                      "particles": {k: p[k].to_numpy() for k in ("particle_id", "z", "y", "x")}})
+    return items
+
+
+def _actor_pool(config: RunConfig):
+    from ray.data import ActorPoolStrategy
+
+    if isinstance(config.num_actors, tuple):
+        low, high = config.num_actors
+        return ActorPoolStrategy(min_size=low, max_size=high)
+    return ActorPoolStrategy(size=config.num_actors)
+
+
+def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) -> dict:
+    """Stream the pending units through Ray Data; returns counts and timings."""
+    import ray
+
+    todo = pending_units(plan, out)
+    stats = {"units_total": len(plan.units), "units_skipped": len(plan.units) - len(todo),
+             "particles_done_before": int(plan.units["n"].sum() - todo["n"].sum())}
+    if todo.empty:
+        return stats | {"particles_processed": 0, "inference_s": 0.0}
+    gpus = config.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    ds = ray.data.from_items(_unit_items(todo, plan), override_num_blocks=len(todo))
+    ds = ds.map_batches(extract_batch, batch_size=1, fn_kwargs={"box": config.box},
+                        num_cpus=config.cpus_per_extract_task, max_retries=3)
+    ds = ds.map_batches(
+        Predictor, batch_size=1, compute=_actor_pool(config), num_gpus=gpus,
+        num_cpus=config.cpus_per_actor, max_restarts=config.max_restarts,
+        max_task_retries=config.max_restarts,
+        fn_constructor_kwargs={"checkpoint": str(checkpoint), "output": str(out),
+                               "batch_size": config.batch_size,
+                               "threads": config.threads_per_actor})
+    start = time.perf_counter()
+    total = int(todo["n"].sum())
+    with tqdm(total=total, unit="particle", desc="inference", smoothing=0.1) as bar:
+        for batch in ds.iter_batches(batch_size=None):
+            bar.update(int(np.sum(batch["n"])))
+    elapsed = time.perf_counter() - start
+    return stats | {"particles_processed": total, "inference_s": elapsed,
+                    "particles_per_s": total / elapsed if elapsed else 0.0}
+
+
+def _load_or_plan(config: RunConfig, out: Path, timings: dict) -> Plan:
+    plan_dir = out / "plan"
+    if (plan_dir / "units.parquet").is_file():
+        return Plan.load(plan_dir)
+    t0 = time.perf_counter()
+    stores = resolve_tomograms(config, out)
+    timings["convert_s"] = time.perf_counter() - t0
+    tomograms = {n: open_tomogram(s, config.level) for n, s in stores.items()}
+    t0 = time.perf_counter()
+    tables = resolve_particles(config, tomograms)
+    timings["particles_s"] = time.perf_counter() - t0
+    if not sum(len(t) for t in tables.values()):
+        raise InputError(None, "no particles to process (empty tables and no picks)")
+    t0 = time.perf_counter()
+    plan = plan_units(tomograms, tables, config.box, config.edge, config.max_particles_per_unit)
+    plan.save(plan_dir)
+    timings["plan_s"] = time.perf_counter() - t0
+    return plan
+
+
+def run_job(config: RunConfig) -> dict:
+    """Run (or resume) a job; returns the summary also written to OUTPUT/summary.json."""
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    checkpoint = resolve_model(config.model)
+    start, timings = time.perf_counter(), {}
+    ensure_ray(config.ray_address)
+    plan = _load_or_plan(config, out, timings)
+    _create_outputs(out, plan.n_rows, config.box)
+    stats = run_inference(config, plan, out, checkpoint)
+    timings["inference_s"] = stats.pop("inference_s")
+    t0 = time.perf_counter()
+    from dsmscale.infer.sinks import write_job_tables, write_maps
+
+    tables = write_job_tables(out, plan)
+    if config.write_maps:
+        write_maps(out, plan, config.box)
+    timings["sinks_s"] = time.perf_counter() - t0
+    wall = time.perf_counter() - start
+    summary = {"particles": int(plan.units["n"].sum()), "tomograms": int(plan.units["tomogram"].nunique()),
+               "skipped_at_edge": len(plan.skipped), **stats, "wall_s": wall,
+               "end_to_end_per_s": stats["particles_processed"] / wall if wall else 0.0,
+               "timings_s": timings, "model": str(checkpoint), "outputs": tables}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,133 @@
+"""The two Ray Data stages: extraction of a work unit (CPU task) and the model actor.
+
+The actor loads the model once, picks its backend at start-up (CUDA when it was given a GPU,
+bf16 autocast on GPUs and on CPUs with native bf16, channels_last_3d always), runs a unit in
+mini-batches under ``torch.inference_mode`` and is its own sink: it writes the unit's rows of the
+per-particle Zarr outputs (chunk-aligned, so no chunk has two writers) and then, atomically, the
+unit's Parquet part. A part file on disk therefore means the unit is complete.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import zarr
+
+from dsmscale.extract import WorkUnit, extract_unit
+from dsmscale.io.atomic import write_file_atomic
+from dsmscale.io.omezarr import open_tomogram
+from dsmscale.train import configure_threads, load_checkpoint, model_from_checkpoint, resolve_precision
+
+
+@lru_cache(maxsize=16)
+def _tomogram(store: str, level: int):
+    return open_tomogram(store, level)
+
+
+def extract_batch(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarray]:
+    """Ray Data map_batches function (batch_size=1): cut one unit's normalised boxes."""
+    meta = batch["particles"][0]
+    particles = pd.DataFrame({k: meta[k] for k in ("particle_id", "z", "y", "x")})
+    tomo = _tomogram(str(batch["store"][0]), int(batch["level"][0]))
+    unit = WorkUnit(tomo.source, tomo.level, 0, tomo.shape[0], particles)
+    parts = list(extract_unit(tomo, unit, box, batch_size=256, normalise=True))
+    return {
+        "unit_id": batch["unit_id"], "tomogram": batch["tomogram"], "row0": batch["row0"],
+        "voxel_size_a": np.array([tomo.voxel_size_a]),
+        "particle_id": np.concatenate([p.particle_id for p in parts])[None],
+        "centres": np.concatenate([p.centres_px for p in parts])[None],
+        "padded": np.concatenate([p.padded for p in parts])[None],
+        "boxes": np.concatenate([p.boxes for p in parts])[None],
+    }
+
+
+class Predictor:
+    """Actor: one model per process, one work unit per call."""
+
+    def __init__(self, checkpoint: str, output: str, batch_size: int, threads: int | None = None):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            configure_threads(threads)
+        ckpt = load_checkpoint(checkpoint)
+        self.classes = ckpt["classes"]
+        self.density_scale = float(ckpt["normalisation"]["density_scale"])
+        self.model = model_from_checkpoint(ckpt, checkpoint).to(
+            self.device, memory_format=torch.channels_last_3d)
+        self.precision = resolve_precision("auto", self.device)
+        self.batch_size = batch_size
+        self.output = Path(output)
+        self.seg = zarr.open_array(str(self.output / "segmentation.zarr"), mode="r+")
+        self.rec = zarr.open_array(str(self.output / "density.zarr"), mode="r+")
+
+    @torch.inference_mode()
+    def predict(self, boxes: np.ndarray) -> dict[str, np.ndarray]:
+        """Model outputs for (n, B, B, B) normalised boxes, as numpy, in mini-batches."""
+        outs: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(boxes), self.batch_size):
+            x = torch.from_numpy(np.array(boxes[start:start + self.batch_size], dtype=np.float32))
+            x = x[:, None].to(self.device, non_blocking=True).contiguous(
+                memory_format=torch.channels_last_3d)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=self.precision == "bf16"):
+                out = self.model(x)
+            if "logits" in out:
+                outs.setdefault("probabilities", []).append(
+                    torch.softmax(out["logits"].float(), 1).cpu().numpy())
+                outs.setdefault("features", []).append(out["features"].float().cpu().numpy())
+            if "seg" in out:
+                outs.setdefault("seg", []).append(out["seg"].argmax(1).to(torch.uint8).cpu().numpy())
+            if "rec" in out:
+                outs.setdefault("rec", []).append(
+                    (out["rec"][:, 0].float() * self.density_scale).cpu().numpy())
+        return {k: np.concatenate(v) for k, v in outs.items()}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        unit_id, row0 = str(batch["unit_id"][0]), int(batch["row0"][0])
+        boxes, ids = batch["boxes"][0], batch["particle_id"][0]
+        out = self.predict(boxes)
+        rows = slice(row0, row0 + len(ids))
+        if "seg" in out:
+            self.seg[rows] = out["seg"]
+        if "rec" in out:
+            self.rec[rows] = out["rec"]
+        self._write_part(batch, out)
+        return {"unit_id": np.array([unit_id]), "n": np.array([len(ids)]),
+                "pid": np.array([os.getpid()])}
+
+    def _write_part(self, batch: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
+        ids, centres = batch["particle_id"][0], batch["centres"][0]
+        vs = float(batch["voxel_size_a"][0])
+        row0 = int(batch["row0"][0])
+        columns = {
+            "particle_id": pa.array(ids.astype(np.int64)),
+            "tomogram": pa.array([str(batch["tomogram"][0])] * len(ids)),
+            "unit_id": pa.array([str(batch["unit_id"][0])] * len(ids)),
+            "row": pa.array(np.arange(row0, row0 + len(ids), dtype=np.int64)),
+            **{ax: pa.array(centres[:, i]) for i, ax in enumerate("zyx")},
+            **{f"{ax}_a": pa.array(centres[:, i] * vs) for i, ax in enumerate("zyx")},
+            "padded": pa.array(batch["padded"][0].astype(bool)),
+        }
+        if "probabilities" in out:
+            probs = out["probabilities"]
+            best = probs.argmax(1)
+            columns["class_index"] = pa.array(best.astype(np.int64))
+            columns["class_name"] = pa.array([self.classes[i] for i in best])
+            columns["score"] = pa.array(probs.max(1).astype(np.float64))
+            columns["probabilities"] = _fixed_list(probs)
+            columns["features"] = _fixed_list(out["features"])
+        if "seg" in out:
+            columns["target_voxels"] = pa.array(out["seg"].reshape(len(ids), -1).sum(1))
+        part = self.output / "particles.parquet" / f"{batch['unit_id'][0]}.parquet"
+        write_file_atomic(part, lambda tmp: pq.write_table(pa.table(columns), tmp))
+
+
+def _fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1])
