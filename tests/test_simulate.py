@@ -121,7 +121,7 @@ def test_same_seed_same_output():
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "out"
     cfg = SimulateConfig(tomogram=SMALL.model_copy(update={"copies_per_class": 12}),
-                         holdout_classes=("4V94",), seed=2)
+                         holdout_classes=("4V94",), seed=2, ome_zarr=True)
     summary = build_datasets(cfg, out, progress=False)
     return out, summary
 
@@ -140,6 +140,9 @@ def test_dataset_layout_and_splits(dataset):
         assert summary["snr_measured"][name] == pytest.approx(cfg_snr(name), rel=0.1)
     assert (out / "tomogram_slices.png").is_file() and (out / "classes_A.png").is_file()
     assert (out / "truth" / "tomo_000.star").is_file()
+    from dsmscale.io.omezarr import open_tomogram
+
+    assert open_tomogram(out / "tomograms" / "tomo_000_A.zarr").shape == SMALL.shape_zyx
 
 
 def cfg_snr(name):

@@ -9,7 +9,7 @@ split ``heldout``.
 
 Layout of ``OUTPUT``::
 
-    tomograms/tomo_000_{A,B,...}.mrc   noisy tomograms, one per dataset SNR
+    tomograms/tomo_000_{A,B,...}.mrc   noisy tomograms, one per dataset SNR (and .zarr with ome_zarr)
     tomograms/tomo_000_noise_free.mrc  S, the noise-free reconstruction
     tomograms/tomo_000_density.mrc     the clean rendered density (ground truth volume)
     truth/tomo_000.parquet, .star      class, centre (z, y, x px), rotation (ZYZ deg) per molecule
@@ -35,6 +35,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from dsmscale.config import JobConfig
+from dsmscale.convert import convert_mrc_to_ome_zarr
 from dsmscale.extract import box_starts
 from dsmscale.io.atomic import build_output_dir
 from dsmscale.io.mrc import write_volume
@@ -58,6 +59,7 @@ class SimulateConfig(JobConfig):
     holdout_classes: tuple[str, ...] = Field((), description="classes kept out of the splits")
     seed: int = 0
     write_tomograms: bool = Field(True, description="write noisy/clean tomograms as MRC")
+    ome_zarr: bool = Field(False, description="also convert the noisy tomograms to OME-Zarr")
     figures: bool = Field(True, description="write PNG figures")
 
 
@@ -151,8 +153,10 @@ def _build(config: SimulateConfig, out: Path, progress: bool) -> dict:
         for r, name in enumerate(names):  # one noisy volume in memory at a time
             noisy, measured = sim.noisy(config.datasets[name], realisation=r)
             snr_measured[name].append(measured)
-            if config.write_tomograms:
-                write_volume(out / "tomograms" / f"{tag}_{name}.mrc", noisy, vs)
+            if config.write_tomograms or config.ome_zarr:
+                mrc = write_volume(out / "tomograms" / f"{tag}_{name}.mrc", noisy, vs)
+                if config.ome_zarr:
+                    convert_mrc_to_ome_zarr(mrc, mrc.with_suffix(".zarr"), progress=False)
             for part in np.array_split(starts, max(1, len(starts) // APPEND_ROWS)):
                 arrays[name]["subtomograms"].append(np.stack([_crop(noisy, s, box) for s in part]))
             del noisy
