@@ -64,16 +64,18 @@ def _table(dataset: Path) -> pd.DataFrame:
 
 def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list[str],
                limit: int | None = None, density_scale: float = DENSITY_SCALE) -> SplitData:
-    """Load the rows of ``split`` (a name or a list, e.g. ["heldout"]) into memory.
+    """Load the rows of ``split`` (a name or a list, e.g. ["heldout"]) into memory; ``limit``
+    keeps a seeded random subset of that size.
 
     Rows whose class is not in ``classes`` get label -1 (e.g. held-out classes).
     """
     dataset = Path(dataset)
     table = _table(dataset)
     splits = [split] if isinstance(split, str) else split
-    rows = table[table["split"].isin(splits)].sort_values("index")
-    if limit is not None:
-        rows = rows.iloc[:limit]
+    rows = table[table["split"].isin(splits)]
+    if limit is not None and limit < len(rows):  # a seeded random subset: rows are class-ordered
+        rows = rows.sample(n=limit, random_state=0)
+    rows = rows.sort_values("index")
     if rows.empty:
         raise InputError(dataset, f"split {split} has no rows")
     index = rows["index"].to_numpy()

@@ -30,6 +30,7 @@ from dsmscale.config import JobConfig
 from dsmscale.data import DENSITY_SCALE, SplitData, dataset_classes, load_split
 from dsmscale.errors import InputError
 from dsmscale.models import MODEL_NAMES, build_model
+from dsmscale.models.dsmnet import ARCHITECTURE_VERSION
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -61,7 +62,7 @@ class TrainConfig(JobConfig):
         exclude = {"output", "threads", "patience"}
         if self.schedule == "constant":
             exclude.add("max_epochs")
-        data = self.model_dump(mode="json", exclude=exclude)
+        data = self.model_dump(mode="json", exclude=exclude) | {"arch": ARCHITECTURE_VERSION}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -5,7 +5,9 @@ decoder applies a 1³ conv (128), upsamples ×2 (trilinear), adds a 1³ conv of 
 map, 1³ conv (64), upsamples, adds a 1³ conv of the first pooled map, 1³ conv (32), upsamples to
 40³ and a 1³ conv gives 2-class logits. DSRF3D-v2 (arXiv 1707.04885): the same encoder, flatten
 (128·5³ = 16000) → FC 1024 → dropout 0.7 → FC 1024 → dropout 0.7 → FC C. ReLU after every
-conv and hidden FC. Both return the same dict keys as DSM-Net (``seg`` or ``logits``).
+conv and hidden FC; batch normalisation after every 3³ conv, as in our DSM-Net (see its module
+docstring; ``batch_norm=False`` for the plain reading). Both return the same dict keys as DSM-Net
+(``seg`` or ``logits``).
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ from torch import nn
 from dsmscale.models.dsmnet import conv3
 
 
-def _vgg_stage(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(conv3(cin, cout), nn.ReLU(inplace=True), conv3(cout, cout),
-                         nn.ReLU(inplace=True), nn.MaxPool3d(2))
+def _vgg_stage(cin: int, cout: int, batch_norm: bool) -> nn.Sequential:
+    return nn.Sequential(conv3(cin, cout, batch_norm=batch_norm), nn.ReLU(inplace=True),
+                         conv3(cout, cout, batch_norm=batch_norm), nn.ReLU(inplace=True),
+                         nn.MaxPool3d(2))
 
 
 class _VGGEncoder(nn.Module):
-    def __init__(self):
+    def __init__(self, batch_norm: bool = True):
         super().__init__()
-        self.stage1 = _vgg_stage(1, 32)
-        self.stage2 = _vgg_stage(32, 64)
-        self.stage3 = _vgg_stage(64, 128)
+        self.stage1 = _vgg_stage(1, 32, batch_norm)
+        self.stage2 = _vgg_stage(32, 64, batch_norm)
+        self.stage3 = _vgg_stage(64, 128, batch_norm)
 
     def forward(self, x):
         p1 = self.stage1(x)
@@ -40,9 +43,9 @@ class SSN3DED(nn.Module):
 
     heads = ("seg",)
 
-    def __init__(self):
+    def __init__(self, batch_norm: bool = True):
         super().__init__()
-        self.encoder = _VGGEncoder()
+        self.encoder = _VGGEncoder(batch_norm)
         self.top = nn.Conv3d(128, 128, 1)
         self.skip2 = nn.Conv3d(64, 128, 1)
         self.mid = nn.Conv3d(128, 64, 1)
@@ -64,10 +67,10 @@ class DSRF3Dv2(nn.Module):
 
     heads = ("cls",)
 
-    def __init__(self, n_classes: int = 22, dropout: float = 0.7):
+    def __init__(self, n_classes: int = 22, dropout: float = 0.7, batch_norm: bool = True):
         super().__init__()
         self.n_classes = n_classes
-        self.encoder = _VGGEncoder()
+        self.encoder = _VGGEncoder(batch_norm)
         self.fc1 = nn.Linear(128 * 5 * 5 * 5, 1024)
         self.fc2 = nn.Linear(1024, 1024)
         self.out = nn.Linear(1024, n_classes)

@@ -1,0 +1,64 @@
+"""The job as a real Ray Job: `ray start --head` on this machine, then `ray job submit`."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dsmscale.infer.sinks import read_results
+from dsmscale.io.particles import make_particles, write_csv
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+PORT, DASHBOARD = 6391, 8291
+
+
+def _stop_cluster(temp_dir: str) -> None:
+    """Kill only this cluster's processes (their command lines name its temp dir); `ray stop`
+    would also stop the test session's own local Ray."""
+    import psutil
+
+    procs = [p for p in psutil.process_iter(["cmdline"])
+             if any(temp_dir in arg for arg in (p.info["cmdline"] or []))]
+    for proc in procs:
+        proc.kill()
+    psutil.wait_procs(procs, timeout=30)
+
+
+@pytest.fixture()
+def head_node():
+    temp_dir = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # AF_UNIX paths must stay short
+    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "token"}
+    start = subprocess.run([RAY, "start", "--head", f"--port={PORT}", "--num-cpus=2",
+                            "--num-gpus=0", "--include-dashboard=true",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD}",
+                            f"--temp-dir={temp_dir}"],
+                           capture_output=True, text=True, env=env, timeout=180)
+    assert start.returncode == 0, start.stderr[-2000:]
+    yield env
+    _stop_cluster(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_process_dataset_as_ray_job(tmp_path, blob_store, tiny_checkpoint, head_node):
+    table = make_particles(blob_store["centres"], "blobs", blob_store["voxel_size_a"])
+    config = {"tomograms": [str(blob_store["store"])],
+              "particles": [str(write_csv(table, tmp_path / "blobs.csv"))],
+              "output": str(tmp_path / "job"), "model": str(tiny_checkpoint),
+              "threads_per_actor": 1, "write_maps": False}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    submit = subprocess.run(
+        [RAY, "job", "submit", f"--address=http://127.0.0.1:{DASHBOARD}",
+         f"--working-dir={REPO / 'jobs'}", "--", sys.executable, "process_dataset.py",
+         "--config", str(tmp_path / "job.yaml")],
+        capture_output=True, text=True, env=head_node, timeout=600)
+    assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
+    assert "succeeded" in submit.stdout.lower()
+    results = read_results(tmp_path / "job")
+    assert sorted(results["particle_id"]) == list(np.arange(len(table)))
