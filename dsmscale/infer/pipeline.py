@@ -150,12 +150,16 @@ def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) ->
                                "threads": config.threads_per_actor})
     start = time.perf_counter()
     total = int(todo["n"].sum())
+    per_node: dict[str, int] = {}
     with tqdm(total=total, unit="particle", desc="inference", smoothing=0.1) as bar:
         for batch in ds.iter_batches(batch_size=None):
+            for node, n in zip(batch["node"], batch["n"], strict=True):
+                per_node[str(node)] = per_node.get(str(node), 0) + int(n)
             bar.update(int(np.sum(batch["n"])))
     elapsed = time.perf_counter() - start
     return stats | {"particles_processed": total, "inference_s": elapsed,
-                    "particles_per_s": total / elapsed if elapsed else 0.0}
+                    "particles_per_s": total / elapsed if elapsed else 0.0,
+                    "particles_per_node": per_node}
 
 
 def _load_or_plan(config: RunConfig, out: Path, timings: dict) -> Plan:

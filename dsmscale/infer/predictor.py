@@ -9,7 +9,6 @@ unit's Parquet part. A part file on disk therefore means the unit is complete.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -98,8 +97,10 @@ class Predictor:
         if "rec" in out:
             self.rec[rows] = out["rec"]
         self._write_part(batch, out)
+        import ray
+
         return {"unit_id": np.array([unit_id]), "n": np.array([len(ids)]),
-                "pid": np.array([os.getpid()])}
+                "node": np.array([ray.get_runtime_context().get_node_id()])}
 
     def _write_part(self, batch: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
         ids, centres = batch["particle_id"][0], batch["centres"][0]
