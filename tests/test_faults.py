@@ -1,0 +1,93 @@
+"""Faults during a job: every particle ends up exactly once (checked by id)."""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import yaml
+
+from dsmscale.infer.config import RunConfig
+from dsmscale.infer.pipeline import run_job
+from dsmscale.infer.sinks import read_results
+from dsmscale.io.particles import make_particles, write_csv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _job(tmp_path, blob_store, checkpoint, **kw) -> tuple[dict, object]:
+    table = make_particles(blob_store["centres"], "blobs", blob_store["voxel_size_a"],
+                           ids=np.arange(500, 500 + len(blob_store["centres"])))
+    config = {"tomograms": [str(blob_store["store"])],
+              "particles": [str(write_csv(table, tmp_path / "blobs.csv"))],
+              "output": str(tmp_path / "job"), "model": str(checkpoint), "threads_per_actor": 1,
+              "max_particles_per_unit": 4, "batch_size": 4, "write_maps": False, **kw}
+    return config, table
+
+
+def _parts(out: Path) -> int:
+    return len(list((out / "particles.parquet").glob("*.parquet")))
+
+
+def _exactly_once(out: Path, table) -> None:
+    ids = read_results(out)["particle_id"]
+    assert ids.is_unique, "a particle was written twice"
+    assert sorted(ids) == sorted(table.df["particle_id"]), "particles were lost"
+
+
+def test_actor_killed_mid_job(tmp_path, blob_store, tiny_checkpoint, ray_session):
+    config, table = _job(tmp_path, blob_store, tiny_checkpoint, max_restarts=3)
+    out = Path(config["output"])
+    killed = []
+
+    def kill_an_actor():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if _parts(out) >= 2:
+                for proc in psutil.process_iter(["cmdline"]):
+                    if "Predictor" in " ".join(proc.info["cmdline"] or []):
+                        proc.kill()
+                        killed.append(proc.pid)
+                        break
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=kill_an_actor, daemon=True)
+    thread.start()
+    summary = run_job(RunConfig(**config))
+    thread.join(timeout=5)
+    assert killed, "the actor was never killed: the test proved nothing"
+    assert summary["particles_processed"] == len(table)
+    _exactly_once(out, table)
+
+
+def test_driver_killed_and_rerun(tmp_path, blob_store, tiny_checkpoint):
+    config, table = _job(tmp_path, blob_store, tiny_checkpoint)
+    out = Path(config["output"])
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, str(REPO / "jobs" / "process_dataset.py"), "--config",
+               str(tmp_path / "job.yaml")]
+    before = {p.pid for p in psutil.process_iter()}
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 300
+    while _parts(out) < 2 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    assert driver.poll() is None, "the job finished before it could be killed"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
+                 and "ray" in " ".join(p.info["cmdline"] or [])]
+    for proc in leftovers:  # the embedded cluster the killed driver left behind
+        proc.kill()
+    psutil.wait_procs(leftovers, timeout=30)
+    done_before = _parts(out)
+    assert 0 < done_before
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["units_skipped"] >= done_before
+    _exactly_once(out, table)
