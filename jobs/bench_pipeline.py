@@ -1,0 +1,146 @@
+"""Benchmark: the inference job end to end vs the model alone vs a naive loop, in one run.
+
+Usage: python jobs/bench_pipeline.py [--particles 3000] [--checkpoint CKPT] [--threads 2]
+
+- model-only: `Predictor.predict` (the actor's own code: same model, threads, precision,
+  channels_last_3d, batch size) on in-memory batches;
+- end-to-end: `run_job` on an OME-Zarr tomogram with a particle table (embedded Ray, one actor),
+  rate over the whole job wall time and over the inference stage;
+- naive: mrcfile memmap, a numpy crop per particle, batch-1 fp32 forward per particle (capped).
+Peak RSS is the sum over this process and all its children (Ray), sampled every 0.25 s.
+Last stdout line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import psutil
+import torch
+from _bench import emit
+
+from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
+from dsmscale.extract import box_starts
+from dsmscale.infer.config import RunConfig
+from dsmscale.infer.pipeline import run_job
+from dsmscale.io.mrc import write_volume
+from dsmscale.io.particles import make_particles, write_csv
+from dsmscale.train import configure_threads, load_checkpoint, model_from_checkpoint
+from dsmscale.weights import resolve_model
+
+
+class RssSampler:
+    """Peak of the summed RSS of this process tree."""
+
+    def __init__(self, interval: float = 0.25):
+        self.peak, self.interval, self.stop = 0, interval, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self.stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def model_only(checkpoint: Path, out: Path, batch: int, threads: int, seconds: float = 20.0):
+    from dsmscale.infer.predictor import Predictor
+
+    out.mkdir(parents=True, exist_ok=True)
+    import zarr
+
+    for name in ("segmentation", "density"):
+        zarr.create_array(str(out / f"{name}.zarr"), shape=(64, 40, 40, 40), chunks=(64, 40, 40, 40),
+                          dtype="uint8" if name == "segmentation" else "float32", overwrite=True)
+    predictor = Predictor(str(checkpoint), str(out), batch, threads)
+    boxes = np.random.default_rng(0).standard_normal((batch * 4, 40, 40, 40)).astype(np.float32)
+    predictor.predict(boxes[:batch])  # warm-up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        predictor.predict(boxes)
+        n += len(boxes)
+    return n / (time.perf_counter() - start), predictor.precision
+
+
+def naive(checkpoint: Path, mrc: Path, centres: np.ndarray, threads: int) -> float:
+    configure_threads(threads)
+    model = model_from_checkpoint(load_checkpoint(checkpoint))
+    data = mrcfile.mmap(mrc, mode="r").data
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for z, y, x in box_starts(centres, 40):
+            box = np.array(data[z:z + 40, y:y + 40, x:x + 40], dtype=np.float32)
+            box = (box - box.mean()) / box.std()
+            model(torch.from_numpy(box)[None, None])
+    return len(centres) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--particles", type=int, default=3000)
+    parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--naive-cap", type=int, default=100)
+    args = parser.parse_args()
+    checkpoint = resolve_model(args.checkpoint)
+    work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
+    try:
+        shape = (200, 512, 512)
+        volume = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        mrc = write_volume(work / "tomo.mrc", volume, 10.0)
+        del volume
+        store = convert_mrc_to_ome_zarr(mrc, work / "tomo.zarr", ConvertConfig(levels=1),
+                                        progress=False)
+        rng = np.random.default_rng(2)
+        centres = rng.uniform(20, np.asarray(shape) - 21, size=(args.particles, 3))
+        table = write_csv(make_particles(centres, "tomo", 10.0), work / "tomo.csv")
+        model_rate, precision = model_only(checkpoint, work / "model_only", args.batch,
+                                           args.threads)
+        print(f"model-only: {model_rate:.1f}/s ({precision}, batch {args.batch})")
+        naive_rate = naive(checkpoint, mrc, centres[:args.naive_cap], args.threads)
+        print(f"naive loop: {naive_rate:.1f}/s")
+        config = RunConfig(tomograms=[str(store)], particles=[str(table)],
+                           output=str(work / "job"), model=str(checkpoint),
+                           batch_size=args.batch, threads_per_actor=args.threads,
+                           write_maps=False)
+        with RssSampler() as rss:
+            summary = run_job(config)
+        e2e = summary["end_to_end_per_s"]
+        stage = summary["particles_per_s"]
+        print(f"end-to-end: {e2e:.1f}/s over the whole job, {stage:.1f}/s in the inference stage")
+        emit({
+            "particles": args.particles, "threads": args.threads, "batch": args.batch,
+            "precision": precision, "model_only_per_s": model_rate, "end_to_end_per_s": e2e,
+            "inference_stage_per_s": stage, "naive_per_s": naive_rate,
+            "e2e_over_model": e2e / model_rate, "stage_over_model": stage / model_rate,
+            "e2e_over_naive": e2e / naive_rate, "peak_rss_gb": rss.peak / 1e9,
+            "timings_s": summary["timings_s"],
+        })
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
