@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from dsmscale.io.subtomograms import read_subtomograms
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,13 +28,16 @@ def test_convert_pick_extract(tmp_path, blob_store):
     assert abs(len(meta) - len(blob_store["centres"])) <= 2
 
 
-def test_demo_job(tmp_path):
+def test_demo_job(tmp_path, tiny_checkpoint):
+    """The demo's code path with a tiny model (make demo uses the shipped one)."""
     result = subprocess.run([sys.executable, str(REPO / "jobs" / "demo.py"), "--output",
-                             str(tmp_path / "demo")], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+                             str(tmp_path / "demo"), "--model", str(tiny_checkpoint)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    # realistic data (crowding, wedge, CTF, SNR 0.1): a DoG picker finds most particles
-    assert summary["pick_recall"] >= 0.6 and summary["pick_precision"] >= 0.6
-    boxes, meta = read_subtomograms(tmp_path / "demo" / "subtomograms")
-    assert len(meta) == summary["subtomograms"] == summary["picked"]
-    assert np.isfinite(boxes[:4]).all()
+    assert summary["classified"] == summary["true_particles"] > 50
+    assert 0.0 <= summary["class_accuracy"] <= 1.0
+    # realistic data (crowding, wedge, CTF, SNR 0.06): a DoG picker finds many particles
+    assert summary["pick_recall"] >= 0.4 and summary["pick_precision"] >= 0.4
+    assert (tmp_path / "demo" / "report.md").is_file()
+    assert (tmp_path / "demo" / "job" / "maps" / "demo_labels.zarr").is_dir()

@@ -28,6 +28,7 @@ from dsmscale.io.omezarr import compressor_for, open_tomogram
 from dsmscale.io.particles import ParticleTable, read_particles
 from dsmscale.parallel import ensure_ray
 from dsmscale.pick import pick_particles
+from dsmscale.train import load_checkpoint, model_from_checkpoint
 from dsmscale.weights import resolve_model
 
 MRC_SUFFIXES = (".mrc", ".map", ".rec", ".mrc.gz", ".mrc.bz2", ".map.gz", ".rec.gz")
@@ -188,6 +189,7 @@ def run_job(config: RunConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     checkpoint = resolve_model(config.model)
+    model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)  # fail here, in one line
     start, timings = time.perf_counter(), {}
     ensure_ray(config.ray_address)
     plan = _load_or_plan(config, out, timings)

@@ -85,7 +85,7 @@ def _crop(volume: np.ndarray, start: np.ndarray, box: int) -> np.ndarray:
     return volume[z:z + box, y:y + box, x:x + box]
 
 
-def _truth_table(sim: SimulatedTomogram, name: str, id_offset: int):
+def truth_table(sim: SimulatedTomogram, name: str, id_offset: int):
     p = sim.placement
     angles = np.array([euler_zyz(r) for r in p.rotations]).reshape(-1, 3)
     classes = [sim.config.classes[c] for c in p.class_index]
@@ -145,7 +145,7 @@ def _build(config: SimulateConfig, out: Path, progress: bool) -> dict:
     for t in tqdm(range(config.n_tomograms), desc="simulate", unit="tomogram", disable=not progress):
         tag = f"tomo_{t:03d}"
         sim = simulate_tomogram(config.tomogram, seed=config.seed * 1000 + t, n_noise=len(names))
-        truth = _truth_table(sim, tag, id_offset=t * 1_000_000)
+        truth = truth_table(sim, tag, id_offset=t * 1_000_000)
         truth.df.to_parquet(out / "truth" / f"{tag}.parquet", index=False)
         write_star(truth, out / "truth" / f"{tag}.star")
         targets = _targets(sim, box)

@@ -53,7 +53,8 @@ def place_crowded(
     for i, cls in enumerate(order):
         r = radii_by_class[cls]
         for _ in range(0, attempts, batch):
-            cand = rng.uniform(0, hi, size=(batch, 3))
+            # centres lie inside the volume: voxel centres span 0..n-1, so coordinates < n - 0.5
+            cand = np.minimum(rng.uniform(0, hi, size=(batch, 3)), hi - 0.5 - 1e-6)
             ok = np.ones(batch, bool)
             if n > n_tree:  # recent placements, brute force
                 d = np.linalg.norm(cand[:, None] - centres[n_tree:n][None], axis=-1)
