@@ -2,8 +2,10 @@
 
 Paper defaults: Adam (lr 1e-3, betas 0.9/0.99), batch 64, ≤ 100 epochs, early stopping after 15
 epochs without a lower validation loss, L = w_cls·CE(cls) + w_seg·CE(seg) + w_rec·MSE(rec) with
-cls:seg:rec = 1:10:1 (terms of switched-off heads drop out). bf16 autocast where the hardware
-has it (CPU with AMX/AVX-512-bf16, CUDA) and channels_last_3d tensors; threads set explicitly.
+cls:seg:rec = 1:10:1 (terms of switched-off heads drop out). Before each validation (and so in
+every saved checkpoint) the BatchNorm statistics are recomputed over 512 training boxes. bf16
+autocast where the hardware has it (CPU with AMX/AVX-512-bf16, CUDA) and channels_last_3d
+tensors; threads set explicitly.
 
 Checkpoints (``last.pt`` every epoch, ``best.pt`` at each new best) hold the state dict, the
 config, the class list and the input normalisation, plus optimiser state for resuming; they are
@@ -33,6 +35,8 @@ from dsmscale.models import MODEL_NAMES, build_model
 from dsmscale.models.dsmnet import ARCHITECTURE_VERSION
 
 Precision = Literal["auto", "fp32", "bf16"]
+#: Bumped when the training procedure changes a run's result (part of the run identity).
+TRAINING_PROCEDURE_VERSION = 2
 
 
 class TrainConfig(JobConfig):
@@ -62,7 +66,8 @@ class TrainConfig(JobConfig):
         exclude = {"output", "threads", "patience"}
         if self.schedule == "constant":
             exclude.add("max_epochs")
-        data = self.model_dump(mode="json", exclude=exclude) | {"arch": ARCHITECTURE_VERSION}
+        data = self.model_dump(mode="json", exclude=exclude) | {
+            "arch": ARCHITECTURE_VERSION, "procedure": TRAINING_PROCEDURE_VERSION}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -131,6 +136,32 @@ class TrainStep:
         terms["total"].backward()
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in terms.items()}
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(step: TrainStep, data: SplitData, n: int = 512, batch_size: int = 64,
+                           seed: int = 0) -> None:
+    """Recompute BatchNorm running statistics exactly over ``n`` training boxes ("precise BN").
+
+    Running averages lag far behind while weights move fast (one-cycle peak): eval-mode accuracy
+    then collapses although train-mode accuracy is fine. Only BN layers run in train mode here,
+    so dropout draws no random numbers and the training trajectory is unchanged.
+    """
+    norms = [m for m in step.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    step.model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    idx = torch.from_numpy(np.random.default_rng(seed).permutation(len(data))[:n])
+    for start in range(0, len(idx), batch_size):
+        x, _ = step.prepare(*data.batch(idx[start:start + batch_size]))
+        step.run(x)
+    for m in norms:
+        m.momentum = 0.1
+    step.model.eval()
 
 
 @torch.inference_mode()
@@ -255,6 +286,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             bar.set_postfix(loss=f"{terms['total']:.4f}")
+        recalibrate_batch_norm(step, train_data, seed=epoch)
         entry = {"epoch": epoch + 1, **{f"train_{k}": v / len(train_data) for k, v in sums.items()},
                  **validate(step, val_data, 2 * config.batch_size),
                  "epoch_s": time.perf_counter() - t0, "precision": precision, "threads": threads}
