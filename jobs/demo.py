@@ -27,6 +27,7 @@ from dsmscale.pick import PickConfig, pick_particles
 from dsmscale.simulate.dataset import truth_table
 from dsmscale.simulate.figures import tomogram_figure
 from dsmscale.simulate.tomogram import TomogramConfig, simulate_tomogram
+from dsmscale.weights import SHIPPED, WEIGHTS
 
 DEMO_TOMOGRAM = TomogramConfig(shape_zyx=(100, 256, 256), copies_per_class=6, tilt_step_deg=3.0)
 DEMO_SNR = 0.06
@@ -43,11 +44,30 @@ def simulate(out: Path, seed: int) -> tuple[Path, Path, np.ndarray, float]:
     return mrc, star, sim.placement.radii, snr
 
 
+def quick_model(out: Path, seed: int) -> str:
+    """A briefly trained DSM-Net, used only while no trained model is shipped in the package."""
+    from dsmscale.simulate.dataset import SimulateConfig, build_datasets
+    from dsmscale.train import TrainConfig, train
+
+    data = out / "quick_model_data"
+    if not (data / "summary.json").is_file():
+        build_datasets(SimulateConfig(
+            tomogram=DEMO_TOMOGRAM.model_copy(update={"shape_zyx": (120, 320, 320),
+                                                      "copies_per_class": 12}),
+            datasets={"A": DEMO_SNR}, seed=seed + 1, write_tomograms=False, figures=False),
+            data, overwrite=True, progress=False)
+    run = out / "quick_model"
+    train(TrainConfig(dataset=str(data / "datasets" / "A"), output=str(run), max_epochs=3,
+                      batch_size=32), progress=False)
+    return str(run / "best.pt")
+
+
 def report(out: Path, summary: dict) -> Path:
     lines = [
         "# dsmscale demo report", "",
         f"Simulated tomogram {summary['tomogram_shape_zyx']} at {summary['voxel_size_a']:g} Å, "
-        f"SNR {summary['snr']:.3f}, {summary['true_particles']} molecules of 22 classes.", "",
+        f"SNR {summary['snr']:.3f}, {summary['true_particles']} molecules of 22 classes. "
+        f"Model: `{summary['model']}`.", "",
         "| stage | result |", "|---|---|",
         f"| DSM-Net classification on the true positions | {summary['class_accuracy']:.1%} of "
         f"{summary['classified']} particles |",
@@ -73,11 +93,15 @@ def main() -> None:
     args = parser.parse_args()
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    model = args.model
+    if model == "default" and not (WEIGHTS / SHIPPED["default"]).is_file():
+        print("no trained model is shipped yet: training a quick one (minutes; poor accuracy)")
+        model = quick_model(out, args.seed)
     t0 = time.perf_counter()
     mrc, star, radii, snr = simulate(out, args.seed)
     simulate_s = time.perf_counter() - t0
     job = run_job(RunConfig(tomograms=[str(mrc)], particles=[str(star)], output=str(out / "job"),
-                            model=args.model, batch_size=16))
+                            model=model, batch_size=16))
     results = read_results(out / "job")
     true = read_star(star).df.set_index("particle_id")["class_name"]
     correct = (results["class_name"].to_numpy()
