@@ -123,6 +123,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from dsmscale.discover import DiscoverConfig, discover
+
+    config = _load_config(DiscoverConfig, args.config, {"k": args.k})
+    truth = None
+    if args.truth:
+        from dsmscale.io.particles import read_particles
+
+        table = read_particles(args.truth, args.voxel_size)
+        truth = table.df[["particle_id", "class_name"]]
+    summary = discover(args.output, config, truth)
+    extra = f", ARI {summary['ari']:.3f}, NMI {summary['nmi']:.3f}" if "ari" in summary else ""
+    print(f"{summary['particles']} particles in {summary['k']} clusters{extra}; "
+          f"low-confidence clusters {summary['low_confidence_clusters']} -> "
+          f"{args.output}/discovery")
+    return 0
+
+
 def _progress(batches, total: int):
     from tqdm.auto import tqdm
 
@@ -243,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="'default', 'student' or a checkpoint path")
     p.add_argument("--num-actors", type=int, help="inference actors (default 1)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("discover", help="cluster a job's features to find unseen complexes",
+                       epilog=EPILOG,
+                       description="Streaming k-means (MiniBatchKMeans partial_fit, optional "
+                                   "IncrementalPCA) over the 1024-d features of a finished job; "
+                                   "per-cluster composition, average recovered densities, t-SNE.")
+    p.add_argument("output", type=Path, help="a dsmscale run output folder")
+    p.add_argument("--config", type=Path, help="YAML with DiscoverConfig keys")
+    p.add_argument("--k", type=int, help="clusters (default 22)")
+    p.add_argument("--truth", type=Path, help="table with true class_name per particle_id")
+    p.add_argument("--voxel-size", type=float, help="voxel size (Å) for a truth table")
+    p.set_defaults(func=_cmd_discover)
     return parser
 
 

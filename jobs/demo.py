@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dsmscale.discover import DiscoverConfig, discover
 from dsmscale.infer.config import RunConfig
 from dsmscale.infer.pipeline import run_job
 from dsmscale.infer.sinks import read_results
@@ -74,8 +75,12 @@ def report(out: Path, summary: dict) -> Path:
         f"| inference throughput | {summary['particles_per_s']:.1f} particles/s "
         f"({summary['end_to_end_per_s']:.1f}/s including Ray start-up) |",
         f"| DoG picker vs truth | precision {summary['pick_precision']:.2f}, recall "
-        f"{summary['pick_recall']:.2f} |", "",
+        f"{summary['pick_recall']:.2f} |",
+        f"| feature clustering (k = 22) vs truth | ARI {summary['discovery_ari']:.2f}, NMI "
+        f"{summary['discovery_nmi']:.2f} |", "",
         "![slices](tomogram_slices.png)", "",
+        "![t-SNE of DSM-Net features](job/discovery/tsne.png)", "",
+        "![cluster averages](job/discovery/cluster_averages.png)", "",
         "Outputs: `job/particles.parquet/` (classes, probabilities, 1024-d features), "
         "`job/segmentation.zarr`, `job/density.zarr`, `job/maps/` (OME-Zarr label and density "
         "maps for napari), `job/demo_particles.star`, `job/copick/`.",
@@ -101,9 +106,11 @@ def main() -> None:
     mrc, star, radii, snr = simulate(out, args.seed)
     simulate_s = time.perf_counter() - t0
     job = run_job(RunConfig(tomograms=[str(mrc)], particles=[str(star)], output=str(out / "job"),
-                            model=model, batch_size=16))
+                            model=model, batch_size=16, discover=None))
     results = read_results(out / "job")
     true = read_star(star).df.set_index("particle_id")["class_name"]
+    found = discover(out / "job", DiscoverConfig(k=22, tsne_sample=500),
+                     truth=true.reset_index()[["particle_id", "class_name"]])
     correct = (results["class_name"].to_numpy()
                == true.loc[results["particle_id"]].to_numpy()).mean()
     picks = pick_particles(out / "job" / "tomograms" / "demo.zarr",
@@ -115,6 +122,7 @@ def main() -> None:
                "true_particles": len(true), "classified": len(results),
                "class_accuracy": float(correct), "pick_precision": scores["precision"],
                "pick_recall": scores["recall"], "particles_per_s": job["particles_per_s"],
+               "discovery_ari": found["ari"], "discovery_nmi": found["nmi"],
                "end_to_end_per_s": job["end_to_end_per_s"], "simulate_s": simulate_s,
                "job_timings_s": job["timings_s"], "model": job["model"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

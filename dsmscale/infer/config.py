@@ -8,6 +8,7 @@ from pydantic import Field
 
 from dsmscale.config import JobConfig
 from dsmscale.convert import ConvertConfig
+from dsmscale.discover import DiscoverConfig
 from dsmscale.pick import PickConfig
 
 
@@ -39,3 +40,5 @@ class RunConfig(JobConfig):
     ray_address: str | None = Field(None, description="default: RAY_ADDRESS or embedded Ray")
     pick: PickConfig = Field(default_factory=PickConfig)
     convert: ConvertConfig = Field(default_factory=ConvertConfig)
+    discover: DiscoverConfig | None = Field(default_factory=DiscoverConfig,
+                                            description="feature clustering; null to skip")

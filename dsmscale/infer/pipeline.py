@@ -183,6 +183,24 @@ def _load_or_plan(config: RunConfig, out: Path, timings: dict) -> Plan:
     return plan
 
 
+def _discover(config: RunConfig, out: Path, n_particles: int) -> dict | None:
+    """The reduce stage, when configured and the model has a classification head."""
+    from dsmscale.discover import discover
+
+    if config.discover is None or "features" not in read_results_schema(out):
+        return None
+    k = min(config.discover.k, max(2, n_particles // 5))
+    summary = discover(out, config.discover.model_copy(update={"k": k}))
+    return {"k": k, "low_confidence_clusters": summary["low_confidence_clusters"],
+            "folder": str(out / "discovery")}
+
+
+def read_results_schema(out: Path) -> list[str]:
+    import pyarrow.dataset as pads
+
+    return pads.dataset(out / "particles.parquet", format="parquet").schema.names
+
+
 def run_job(config: RunConfig) -> dict:
     """Run (or resume) a job; returns the summary also written to OUTPUT/summary.json."""
     out = Path(config.output)
@@ -203,10 +221,13 @@ def run_job(config: RunConfig) -> dict:
     if config.write_maps:
         write_maps(out, plan, config.box)
     timings["sinks_s"] = time.perf_counter() - t0
+    discovery = _discover(config, out, int(plan.units["n"].sum()))
+    timings["discover_s"] = time.perf_counter() - t0 - timings["sinks_s"]
     wall = time.perf_counter() - start
     summary = {"particles": int(plan.units["n"].sum()), "tomograms": int(plan.units["tomogram"].nunique()),
                "skipped_at_edge": len(plan.skipped), **stats, "wall_s": wall,
                "end_to_end_per_s": stats["particles_processed"] / wall if wall else 0.0,
-               "timings_s": timings, "model": str(checkpoint), "outputs": tables}
+               "timings_s": timings, "model": str(checkpoint), "outputs": tables,
+               "discovery": discovery}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

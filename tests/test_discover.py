@@ -1,0 +1,61 @@
+"""Streaming k-means and cluster averaging on small synthetic job outputs."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from dsmscale.discover import DiscoverConfig, discover
+
+
+def fake_job(root: Path, n_per: int = 120, k: int = 3, box: int = 8) -> pd.DataFrame:
+    """A job output with k well-separated feature clusters and a constant density per cluster,
+    spread over several Parquet parts (like work units)."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, size=(k, 1024))
+    truth = np.repeat(np.arange(k), n_per)
+    rng.shuffle(truth)
+    features = centres[truth] + rng.normal(0, 1, size=(len(truth), 1024))
+    density = zarr.create_array(str(root / "density.zarr"), shape=(len(truth), box, box, box),
+                                chunks=(64, box, box, box), dtype="float32")
+    density[:] = np.broadcast_to((truth + 1.0)[:, None, None, None],
+                                 (len(truth), box, box, box)).astype(np.float32)
+    (root / "particles.parquet").mkdir()
+    for part, start in enumerate(range(0, len(truth), 50)):
+        sl = slice(start, start + 50)
+        n = len(truth[sl])
+        feats = features[sl].astype(np.float32)
+        pq.write_table(pa.table({
+            "particle_id": np.arange(start, start + n), "row": np.arange(start, start + n),
+            "tomogram": ["t"] * n, "class_name": [f"c{c}" for c in truth[sl]],
+            "score": np.full(n, 0.9),
+            "features": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), 1024)}),
+            root / "particles.parquet" / f"u{part:03d}.parquet")
+    return pd.DataFrame({"particle_id": np.arange(len(truth)),
+                         "class_name": [f"c{c}" for c in truth]})
+
+
+def test_streaming_kmeans_recovers_clusters_and_averages(tmp_path):
+    truth = fake_job(tmp_path)
+    summary = discover(tmp_path, DiscoverConfig(k=3, batch_rows=256, tsne_sample=100,
+                                                k_candidates=(2, 3, 4)), truth=truth)
+    assert summary["ari"] > 0.99 and summary["nmi"] > 0.99
+    clusters = pd.read_parquet(tmp_path / "discovery" / "clusters.parquet")
+    assert len(clusters) == len(truth) and clusters["particle_id"].is_unique
+    averages = np.load(tmp_path / "discovery" / "cluster_averages.npy")
+    for c in range(3):  # each cluster's average density is its class's constant
+        members = clusters[clusters["cluster"] == c]
+        expected = float(members["true_class"].str[1:].astype(int).iloc[0] + 1)
+        np.testing.assert_allclose(averages[c], expected)
+    assert max(summary["silhouette_by_k"], key=summary["silhouette_by_k"].get) == "3"
+    assert (tmp_path / "discovery" / "tsne.png").is_file()
+
+
+def test_incremental_pca_path(tmp_path):
+    truth = fake_job(tmp_path, n_per=80)
+    summary = discover(tmp_path, DiscoverConfig(k=3, batch_rows=256, pca_components=16,
+                                                tsne_sample=60, k_candidates=(3,)), truth=truth)
+    assert summary["ari"] > 0.99
