@@ -17,16 +17,10 @@ import torch
 import zarr
 
 from dsmscale.errors import InputError
+from dsmscale.extract import normalise_boxes
 
 #: Da/voxel that maps recovered densities to ~[0, 1] (the peak of a blurred MDa complex).
 DENSITY_SCALE = 537.0
-
-
-def normalise_boxes(boxes: np.ndarray) -> np.ndarray:
-    """Per-box zero mean and unit standard deviation, (n, B, B, B) float32."""
-    flat = boxes.reshape(len(boxes), -1).astype(np.float32)
-    flat = (flat - flat.mean(1, keepdims=True)) / np.maximum(flat.std(1, keepdims=True), 1e-6)
-    return flat.reshape(boxes.shape)
 
 
 @dataclass
@@ -81,7 +75,8 @@ def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list
     index = rows["index"].to_numpy()
     arrays = {n: zarr.open_array(str(dataset / f"{n}.zarr"), mode="r")
               for n in ("subtomograms", "mask", "density")}
-    x = normalise_boxes(arrays["subtomograms"].get_orthogonal_selection((index,)))
+    x = normalise_boxes(np.asarray(arrays["subtomograms"].get_orthogonal_selection((index,)),
+                                   dtype=np.float32))
     lookup = {c: i for i, c in enumerate(classes)}
     labels = rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy()
     return SplitData(

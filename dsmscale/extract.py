@@ -187,13 +187,15 @@ class _RowWindow:
         return padded
 
 
-def _normalise(boxes: np.ndarray) -> None:
-    """Zero mean, unit standard deviation per box, in place."""
+def normalise_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation per box, in place (and returned). The one definition
+    of the model's input normalisation: training data and inference both use it."""
     flat = boxes.reshape(len(boxes), -1)
     mean = flat.mean(axis=1, keepdims=True)
     std = flat.std(axis=1, keepdims=True)
     flat -= mean
     flat /= np.where(std > 0, std, 1.0)
+    return boxes
 
 
 def extract_unit(
@@ -233,7 +235,7 @@ def _cut_batches(window: _RowWindow, starts, ids, coords, box, batch_size, norma
             else:
                 padded[j] = window.cut(starts[i], box, boxes[j])
         if normalise:
-            _normalise(boxes)
+            normalise_boxes(boxes)
         yield SubtomogramBatch(ids[first:stop], coords[first:stop], padded, boxes)
 
 
