@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.data import load_split
+from dsmscale.hardware import configure_threads, resolve_precision
 from dsmscale.metrics import fsc_curve, fsc_resolution, segmentation_counts, segmentation_scores
-from dsmscale.train import TrainStep, configure_threads, load_checkpoint, model_from_checkpoint
+from dsmscale.train import TrainStep
 
 
 @torch.inference_mode()
@@ -40,8 +42,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
     model = model_from_checkpoint(ckpt, checkpoint)
     classes = ckpt["classes"]
     data = load_split(dataset, split, classes, density_scale=ckpt["normalisation"]["density_scale"])
-    from dsmscale.train import resolve_precision
-
     step = TrainStep(model, resolve_precision("auto", torch.device("cpu")), True)
     preds, counts, fsc_sum, n_fsc = [], np.zeros((2, 3), np.int64), None, 0
     examples = {}

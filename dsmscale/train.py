@@ -28,13 +28,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from dsmscale.checkpoints import load_checkpoint
 from dsmscale.config import JobConfig
 from dsmscale.data import DENSITY_SCALE, SplitData, dataset_classes, load_split
 from dsmscale.errors import InputError
+from dsmscale.hardware import Precision, configure_threads, resolve_precision
 from dsmscale.models import MODEL_NAMES, build_model
 from dsmscale.models.dsmnet import ARCHITECTURE_VERSION
 
-Precision = Literal["auto", "fp32", "bf16"]
 #: Bumped when the training procedure changes a run's result (part of the run identity).
 TRAINING_PROCEDURE_VERSION = 2
 
@@ -69,27 +70,6 @@ class TrainConfig(JobConfig):
         data = self.model_dump(mode="json", exclude=exclude) | {
             "arch": ARCHITECTURE_VERSION, "procedure": TRAINING_PROCEDURE_VERSION}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def configure_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads explicitly (default: all cores) and return the count."""
-    n = threads or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> str:
-    """bf16 on CUDA and on CPUs with native bf16 (AMX or AVX-512-bf16), else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    flags = ""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        pass
-    return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
 
 
 def loss_terms(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
@@ -209,31 +189,6 @@ def _save(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a dsmscale checkpoint safely (``weights_only=True``); one-line errors if broken."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "checkpoint does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for broken files
-        raise InputError(path, f"not a readable checkpoint ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "dsmscale-checkpoint-1":
-        raise InputError(path, "not a dsmscale checkpoint")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict, source: str | os.PathLike = "checkpoint"):
-    """Rebuild the network of a checkpoint; a state dict of another architecture is an error."""
-    model = build_model(ckpt["model"], ckpt["n_classes"])
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise InputError(source, f"weights do not fit model {ckpt['model']!r} "
-                                 f"({str(exc).splitlines()[0]})") from exc
-    return model.eval()
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:

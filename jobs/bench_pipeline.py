@@ -26,13 +26,14 @@ import psutil
 import torch
 from _bench import emit
 
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
 from dsmscale.extract import box_starts
+from dsmscale.hardware import configure_threads
 from dsmscale.infer.config import RunConfig
 from dsmscale.infer.pipeline import run_job
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.particles import make_particles, write_csv
-from dsmscale.train import configure_threads, load_checkpoint, model_from_checkpoint
 from dsmscale.weights import resolve_model
 
 

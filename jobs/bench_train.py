@@ -16,8 +16,9 @@ import time
 import torch
 from _bench import emit
 
+from dsmscale.hardware import configure_threads
 from dsmscale.models import DSMNet
-from dsmscale.train import TrainStep, configure_threads
+from dsmscale.train import TrainStep
 
 TRAIN_GFLOP_PER_SAMPLE = 9.88
 

@@ -66,8 +66,9 @@ def converged(history: list[dict], heads, n_classes: int) -> bool:
 
 def run_row(config) -> dict:
     """Train (or resume) and evaluate one row; cached in OUTPUT/result.json."""
+    from dsmscale.checkpoints import load_checkpoint
     from dsmscale.evaluate import evaluate_checkpoint
-    from dsmscale.train import load_checkpoint, train
+    from dsmscale.train import train
 
     out = Path(config.output)
     cached = out / "result.json"

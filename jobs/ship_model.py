@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from dsmscale.checkpoints import load_checkpoint
 from dsmscale.evaluate import evaluate_checkpoint
-from dsmscale.train import load_checkpoint
 from dsmscale.weights import SHIPPED, WEIGHTS
 
 KEEP = ("format", "model", "heads", "n_classes", "classes", "state_dict", "normalisation",

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.errors import InputError
 from dsmscale.evaluate import evaluate_checkpoint
-from dsmscale.train import TrainConfig, load_checkpoint, model_from_checkpoint, train
+from dsmscale.train import TrainConfig, train
 
 
 def _config(dataset, out, **kw):

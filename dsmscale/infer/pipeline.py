@@ -19,6 +19,7 @@ import pandas as pd
 import zarr
 from tqdm.auto import tqdm
 
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.convert import convert_many
 from dsmscale.errors import InputError
 from dsmscale.infer.config import RunConfig
@@ -28,7 +29,6 @@ from dsmscale.io.omezarr import compressor_for, open_tomogram
 from dsmscale.io.particles import ParticleTable, read_particles
 from dsmscale.parallel import ensure_ray
 from dsmscale.pick import pick_particles
-from dsmscale.train import load_checkpoint, model_from_checkpoint
 from dsmscale.weights import resolve_model
 
 MRC_SUFFIXES = (".mrc", ".map", ".rec", ".mrc.gz", ".mrc.bz2", ".map.gz", ".rec.gz")

@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import torch
 import zarr
 
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.extract import WorkUnit, extract_unit
+from dsmscale.hardware import configure_threads, resolve_precision
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.io.omezarr import open_tomogram
-from dsmscale.train import configure_threads, load_checkpoint, model_from_checkpoint, resolve_precision
 
 
 @lru_cache(maxsize=16)

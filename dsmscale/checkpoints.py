@@ -1,0 +1,36 @@
+"""Checkpoint files: loaded safely (``weights_only=True``), validated, turned into models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from dsmscale.errors import InputError
+from dsmscale.models import build_model
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a dsmscale checkpoint safely (``weights_only=True``); one-line errors if broken."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for broken files
+        raise InputError(path, f"not a readable checkpoint ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "dsmscale-checkpoint-1":
+        raise InputError(path, "not a dsmscale checkpoint")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, source: str | os.PathLike = "checkpoint"):
+    """Rebuild the network of a checkpoint; a state dict of another architecture is an error."""
+    model = build_model(ckpt["model"], ckpt["n_classes"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(source, f"weights do not fit model {ckpt['model']!r} "
+                                 f"({str(exc).splitlines()[0]})") from exc
+    return model.eval()
