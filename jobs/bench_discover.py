@@ -1,0 +1,96 @@
+"""Benchmark: peak memory of the streaming reduce stage as the number of particles grows.
+
+Usage: python jobs/bench_discover.py [--rows 10000 100000 1000000] [--k 22]
+
+For each N, writes a synthetic job output (N rows of 1024-d float32 features in Parquet parts of
+4,096 rows, k Gaussian clusters, and 8³ density boxes) and, in a fresh process, runs the
+streaming fit (MiniBatchKMeans partial_fit) and assignment pass, then the streamed cluster
+averaging, reporting peak RSS (VmHWM), time and ARI. Features alone are 4 GB at 10⁶ rows: the
+reduce stage must not hold them. Last stdout line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+from _bench import emit, peak_rss_gb
+
+PART = 4096
+BOX = 8
+
+
+def write_job(root: Path, n: int, k: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, size=(k, 1024)).astype(np.float32)
+    (root / "particles.parquet").mkdir(parents=True)
+    density = zarr.create_array(str(root / "density.zarr"), shape=(n, BOX, BOX, BOX),
+                                chunks=(PART, BOX, BOX, BOX), dtype="float32")
+    for start in range(0, n, PART):
+        m = min(PART, n - start)
+        labels = rng.integers(0, k, m)
+        feats = centres[labels] + rng.standard_normal((m, 1024), dtype=np.float32)
+        pq.write_table(pa.table({
+            "particle_id": np.arange(start, start + m), "row": np.arange(start, start + m),
+            "tomogram": ["t"] * m, "class_name": [f"c{c}" for c in labels],
+            "score": np.ones(m), "features": pa.FixedSizeListArray.from_arrays(
+                pa.array(feats.ravel()), 1024)}), root / "particles.parquet" / f"{start:09d}.parquet")
+        density[start:start + m] = np.broadcast_to(labels[:, None, None, None].astype(np.float32),
+                                                   (m, BOX, BOX, BOX))
+
+
+def child(root: str, k: int) -> None:
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score
+
+    from dsmscale.discover import DiscoverConfig, assign_clusters, cluster_averages, fit_clusters
+
+    config = DiscoverConfig(k=k, epochs=1)
+    start = time.perf_counter()
+    kmeans, pca = fit_clusters(Path(root), config)
+    assignment = assign_clusters(Path(root), kmeans, pca, config)
+    cluster_averages(Path(root), assignment, k)
+    wall = time.perf_counter() - start
+    truth = pd.read_parquet(Path(root) / "particles.parquet", columns=["particle_id", "class_name"])
+    merged = assignment.merge(truth, on="particle_id")
+    print(json.dumps({"peak_rss_gb": peak_rss_gb(), "wall_s": wall,
+                      "ari": adjusted_rand_score(merged["class_name"], merged["cluster"])}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--k", type=int, default=22)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.k)
+    results = {}
+    for n in args.rows:
+        work = Path(tempfile.mkdtemp(prefix="bench_discover_"))
+        try:
+            write_job(work, n, args.k)
+            run = subprocess.run([sys.executable, __file__, "--child", str(work), "--k",
+                                  str(args.k)], capture_output=True, text=True, check=True)
+            results[str(n)] = json.loads(run.stdout.strip().splitlines()[-1])
+            print(f"{n:>9} rows: peak RSS {results[str(n)]['peak_rss_gb']:.2f} GB, "
+                  f"{results[str(n)]['wall_s']:.0f} s, ARI {results[str(n)]['ari']:.3f}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    emit({"k": args.k, "by_rows": results,
+          "peak_rss_gb_1e6": results.get("1000000", {}).get("peak_rss_gb"),
+          "feature_gb_1e6": 1e6 * 1024 * 4 / 1e9})
+
+
+if __name__ == "__main__":
+    main()
