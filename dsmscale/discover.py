@@ -49,7 +49,9 @@ def feature_batches(job: Path, batch_rows: int, columns=("particle_id", "row", "
     dataset = pads.dataset(parts, format="parquet")
     if "features" not in dataset.schema.names:
         raise InputError(job, "the job's model has no classification head: no features")
-    for batch in dataset.to_batches(columns=list(columns), batch_size=batch_rows):
+    # small read-ahead: memory stays at a few batches whatever the number of parts
+    for batch in dataset.to_batches(columns=list(columns), batch_size=batch_rows,
+                                    batch_readahead=1, fragment_readahead=1):
         if batch.num_rows:
             yield batch
 
