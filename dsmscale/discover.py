@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 import zarr
 from pydantic import Field
@@ -41,19 +42,29 @@ class DiscoverConfig(JobConfig):
 
 
 def feature_batches(job: Path, batch_rows: int, columns=("particle_id", "row", "features")
-                    ) -> Iterator[pd.DataFrame]:
-    """Stream the job's particle table in record batches (features as an (n, 1024) array)."""
+                    ) -> Iterator[pa.RecordBatch]:
+    """Stream the job's particle table in record batches of about ``batch_rows`` rows.
+
+    Parts are written per work unit and may be small; consecutive record batches are joined so
+    every yielded batch (but the last) has at least ``batch_rows`` rows.
+    """
     parts = job / "particles.parquet"
     if not parts.is_dir() or not any(parts.glob("*.parquet")):
         raise InputError(job, "no particles.parquet parts: not a finished dsmscale run output")
     dataset = pads.dataset(parts, format="parquet")
     if "features" not in dataset.schema.names:
         raise InputError(job, "the job's model has no classification head: no features")
+    pending, n = [], 0
     # small read-ahead: memory stays at a few batches whatever the number of parts
     for batch in dataset.to_batches(columns=list(columns), batch_size=batch_rows,
                                     batch_readahead=1, fragment_readahead=1):
-        if batch.num_rows:
-            yield batch
+        pending.append(batch)
+        n += batch.num_rows
+        if n >= batch_rows:
+            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            pending, n = [], 0
+    if n:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
 def _matrix(batch) -> np.ndarray:

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +54,15 @@ def test_process_dataset_as_ray_job(tmp_path, blob_store, tiny_checkpoint, head_
               "output": str(tmp_path / "job"), "model": str(tiny_checkpoint),
               "threads_per_actor": 1, "write_maps": False}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
-    submit = subprocess.run(
-        [RAY, "job", "submit", f"--address=http://127.0.0.1:{DASHBOARD}",
-         f"--working-dir={REPO / 'jobs'}", "--", sys.executable, "process_dataset.py",
-         "--config", str(tmp_path / "job.yaml")],
-        capture_output=True, text=True, env=head_node, timeout=600)
+    for _ in range(30):  # the job agent comes up some seconds after `ray start`
+        submit = subprocess.run(
+            [RAY, "job", "submit", f"--address=http://127.0.0.1:{DASHBOARD}",
+             f"--working-dir={REPO / 'jobs'}", "--", sys.executable, "process_dataset.py",
+             "--config", str(tmp_path / "job.yaml")],
+            capture_output=True, text=True, env=head_node, timeout=600)
+        if "No available agent" not in submit.stderr:
+            break
+        time.sleep(2)
     assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
     assert "succeeded" in submit.stdout.lower()
     results = read_results(tmp_path / "job")

@@ -189,6 +189,8 @@ def _discover(config: RunConfig, out: Path, n_particles: int) -> dict | None:
 
     if config.discover is None or "features" not in read_results_schema(out):
         return None
+    if n_particles < 10:
+        return {"skipped": f"{n_particles} particles are too few to cluster"}
     k = min(config.discover.k, max(2, n_particles // 5))
     summary = discover(out, config.discover.model_copy(update={"k": k}))
     return {"k": k, "low_confidence_clusters": summary["low_confidence_clusters"],
