@@ -54,7 +54,7 @@ def test_process_dataset_as_ray_job(tmp_path, blob_store, tiny_checkpoint, head_
               "output": str(tmp_path / "job"), "model": str(tiny_checkpoint),
               "threads_per_actor": 1, "write_maps": False}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
-    for _ in range(30):  # the job agent comes up some seconds after `ray start`
+    for _ in range(60):  # the job agent comes up some seconds after `ray start`
         submit = subprocess.run(
             [RAY, "job", "submit", f"--address=http://127.0.0.1:{DASHBOARD}",
              f"--working-dir={REPO / 'jobs'}", "--", sys.executable, "process_dataset.py",
