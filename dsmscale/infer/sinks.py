@@ -54,10 +54,8 @@ def write_maps(out: Path, plan: Plan, box: int) -> None:
     ``maps/{name}_density.zarr`` (maximum of the recovered densities), as OME-Zarr images."""
     seg = zarr.open_array(str(out / "segmentation.zarr"), mode="r")
     rec = zarr.open_array(str(out / "density.zarr"), mode="r")
-    results = read_results(out)[["particle_id", "row"]]
-    classes = read_results(out)
-    if "class_index" in classes:
-        results = results.assign(class_index=classes["class_index"])
+    results = read_results(out)
+    results = results[[c for c in ("particle_id", "row", "class_index") if c in results]]
     for name, units in plan.units.groupby("tomogram", sort=False):
         tomo = open_tomogram(units["store"].iloc[0], int(units["level"].iloc[0]))
         maps = {kind: create_pyramid(
