@@ -114,8 +114,8 @@ def write_results(rows: list[dict], data: Path, command: str, results: Path) -> 
         f"Command: `{command}`  ", f"Commit: `{commit}`  ",
         f"Data: `{data}` — simulated by `dsmscale simulate` (seed "
         f"{info.get('config', {}).get('seed', '?')}), {info.get('n_subtomograms', {})} "
-        f"subtomograms, 22 classes, SNR A {info.get('snr_measured', {}).get('A', '?')}, "
-        f"B {info.get('snr_measured', {}).get('B', '?')}; test split = 10 % stratified.  ",
+        f"subtomograms, 22 classes, SNR A {info.get('snr_measured', {}).get('A', float('nan')):.3f}, "
+        f"B {info.get('snr_measured', {}).get('B', float('nan')):.3f}; test split = 10 % stratified.  ",
         f"Schedule (every row): {EPOCHS} epochs one-cycle Adam (max lr 1e-3, betas 0.9/0.99), "
         "batch 64, early stopping patience 15, bf16 autocast + channels_last_3d on 2 CPU cores. "
         "The paper trained up to 100 epochs.", "",

@@ -48,7 +48,7 @@ def main() -> None:
     summary_file = args.data.parent / "summary.json"
     data_info = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     rows = "\n".join(
-        f"| {name} (SNR {data_info.get('snr_measured', {}).get(name, '?')}) | {m['n']} | "
+        f"| {name} (SNR {data_info.get('snr_measured', {}).get(name, float('nan')):.3f}) | {m['n']} | "
         f"{_pct(m['obj_acc'])} | {_pct(m['pix_acc'])} | {_pct(m['miou'])} | "
         f"{m['fsc_resolution_nm']:.1f} |" for name, m in metrics.items())
     card = f"""# Model card: `{target.name}` ({args.name})
@@ -64,7 +64,8 @@ slim['state_dict'].values()):,} parameters and buffers, {target.stat().st_size /
   density in Da/voxel (× {ckpt['normalisation']['density_scale']:g}).
 - **Config:** model {cfg['model']}, loss cls:seg:rec {cfg['loss_weights']}, Adam lr {cfg['lr']}
   betas {cfg['betas']}, batch {cfg['batch_size']}, {cfg['max_epochs']} epochs {cfg['schedule']},
-  seed {cfg['seed']}; best epoch {ckpt['epoch'] + 1} of {len(ckpt['history'])}.
+  seed {cfg['seed']}; best epoch (lowest validation loss) {ckpt['epoch'] + 1} of
+  {cfg['max_epochs']}.
 - **Command:** `{' '.join(['python', *sys.argv])}` at commit `{commit}`; run hash
   `{ckpt['run_hash']}`.
 
