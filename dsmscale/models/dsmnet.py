@@ -6,10 +6,9 @@ Our reading of the paper (the authors released no code); deviations are stated h
   (128) → global average pool. A residual block is conv-BN-ReLU-conv-BN, plus the identity, then
   ReLU, as in ResNet.
 - Batch normalisation after every 3³ conv/deconv (not the heads' 1³ convs). The paper names a
-  ResNet but does not list normalisation layers; without them the classification branch stayed
-  at chance level for 7 epochs on dataset A while with them it left chance within 2 epochs
-  (measured on our data), so every model here uses it (``batch_norm=False`` gives the plain
-  reading). It adds 2 parameters per channel.
+  ResNet but does not list normalisation layers; without them the classification branch did not
+  leave chance level in our exploratory runs on dataset A, so every model here uses it
+  (``batch_norm=False`` gives the plain reading). It adds 2 parameters per channel.
 - Classification head: FC 1024 + ReLU (the *features* used for discovery), dropout 0.7, FC C.
 - Decoder (segmentation and recovery share it): stride-2 3³ deconvs 5→10→20, each followed by
   ReLU and an *additive* skip from the encoder residual block of the same size (the paper does not
