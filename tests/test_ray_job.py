@@ -35,7 +35,10 @@ def _stop_cluster(temp_dir: str) -> None:
 @pytest.fixture()
 def head_node():
     temp_dir = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # AF_UNIX paths must stay short
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_AUTH_MODE": "token"}
+    # the test session's own ray.init() leaves RAY_* variables that would point the new head,
+    # the CLI and the job's driver at the wrong cluster: start from an environment without them
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", RAY_AUTH_MODE="token")
     start = subprocess.run([RAY, "start", "--head", f"--port={PORT}", "--num-cpus=2",
                             "--num-gpus=0", "--include-dashboard=true",
                             "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD}",
