@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,17 @@ from dsmscale.io.particles import make_particles, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-PORT, DASHBOARD = 6391, 8291
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# every port of the new head chosen free: the test session's own Ray already holds the defaults
+# (its dashboard agent sits on 52365; a second agent there starts without HTTP and jobs hang)
+PORT, DASHBOARD, AGENT_HTTP = _free_port(), _free_port(), _free_port()
 
 
 def _stop_cluster(temp_dir: str) -> None:
@@ -42,6 +53,7 @@ def head_node():
     start = subprocess.run([RAY, "start", "--head", f"--port={PORT}", "--num-cpus=2",
                             "--num-gpus=0", "--include-dashboard=true",
                             "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD}",
+                            f"--dashboard-agent-listen-port={AGENT_HTTP}",
                             f"--temp-dir={temp_dir}"],
                            capture_output=True, text=True, env=env, timeout=180)
     assert start.returncode == 0, start.stderr[-2000:]
