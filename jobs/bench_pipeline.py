@@ -3,11 +3,15 @@
 Usage: python jobs/bench_pipeline.py [--particles 3000] [--checkpoint CKPT] [--threads 2]
 
 - model-only: `Predictor.predict` (the actor's own code: same model, threads, precision,
-  channels_last_3d, batch size) on in-memory batches;
-- end-to-end: `run_job` on an OME-Zarr tomogram with a particle table (embedded Ray, one actor),
+  channels_last_3d, batch size) on in-memory batches, eager and torch.compile'd (with the
+  one-off compile time; a second compile in the same machine reuses Inductor's on-disk cache);
+- end-to-end: `run_job` (compile on) on an OME-Zarr tomogram with a particle table (embedded Ray,
+  one actor; the discovery reduce stage is off — `jobs/bench_discover.py` times it),
   rate over the whole job wall time and over the inference stage;
 - naive: mrcfile memmap, a numpy crop per particle, batch-1 fp32 forward per particle (capped).
-Peak RSS is the sum over this process and all its children (Ray), sampled every 0.25 s.
+Memory of the job: the summed RSS and PSS of this process and all its children (Ray), sampled
+every second; PSS splits shared pages (the object store, libraries) between the processes that
+map them, RSS counts them once per process and so overstates the total.
 Last stdout line: one JSON object.
 """
 
@@ -16,15 +20,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import mrcfile
 import numpy as np
-import psutil
 import torch
-from _bench import emit
+from _bench import TreeMemory, emit
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
@@ -37,35 +39,9 @@ from dsmscale.io.particles import make_particles, write_csv
 from dsmscale.weights import resolve_model
 
 
-class RssSampler:
-    """Peak of the summed RSS of this process tree."""
-
-    def __init__(self, interval: float = 0.25):
-        self.peak, self.interval, self.stop = 0, interval, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        me = psutil.Process()
-        while not self.stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-
-def model_only(checkpoint: Path, out: Path, batch: int, threads: int, seconds: float = 20.0):
+def model_only(checkpoint: Path, out: Path, batch: int, threads: int, compile: str,
+               seconds: float = 20.0) -> tuple[float, str, float]:
+    """Subtomograms/s of the actor's own predict on in-memory batches; precision, compile s."""
     from dsmscale.infer.predictor import Predictor
 
     out.mkdir(parents=True, exist_ok=True)
@@ -74,14 +50,14 @@ def model_only(checkpoint: Path, out: Path, batch: int, threads: int, seconds: f
     for name in ("segmentation", "density"):
         zarr.create_array(str(out / f"{name}.zarr"), shape=(64, 40, 40, 40), chunks=(64, 40, 40, 40),
                           dtype="uint8" if name == "segmentation" else "float32", overwrite=True)
-    predictor = Predictor(str(checkpoint), str(out), batch, threads)
+    predictor = Predictor(str(checkpoint), str(out), batch, threads, compile=compile)
     boxes = np.random.default_rng(0).standard_normal((batch * 4, 40, 40, 40)).astype(np.float32)
     predictor.predict(boxes[:batch])  # warm-up
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         predictor.predict(boxes)
         n += len(boxes)
-    return n / (time.perf_counter() - start), predictor.precision
+    return n / (time.perf_counter() - start), predictor.precision, predictor.model.compile_s
 
 
 def naive(checkpoint: Path, mrc: Path, centres: np.ndarray, threads: int) -> float:
@@ -117,27 +93,33 @@ def main() -> None:
         rng = np.random.default_rng(2)
         centres = rng.uniform(20, np.asarray(shape) - 21, size=(args.particles, 3))
         table = write_csv(make_particles(centres, "tomo", 10.0), work / "tomo.csv")
-        model_rate, precision = model_only(checkpoint, work / "model_only", args.batch,
-                                           args.threads)
-        print(f"model-only: {model_rate:.1f}/s ({precision}, batch {args.batch})")
+        eager_rate, precision, _ = model_only(checkpoint, work / "eager", args.batch,
+                                              args.threads, "off")
+        print(f"model-only eager: {eager_rate:.1f}/s ({precision}, batch {args.batch})")
+        model_rate, _, compile_s = model_only(checkpoint, work / "compiled", args.batch,
+                                              args.threads, "on")
+        print(f"model-only compiled: {model_rate:.1f}/s (compile {compile_s:.1f} s)")
         naive_rate = naive(checkpoint, mrc, centres[:args.naive_cap], args.threads)
         print(f"naive loop: {naive_rate:.1f}/s")
         config = RunConfig(tomograms=[str(store)], particles=[str(table)],
                            output=str(work / "job"), model=str(checkpoint),
                            batch_size=args.batch, threads_per_actor=args.threads,
-                           write_maps=False)
-        with RssSampler() as rss:
+                           compile="on", write_maps=False, discover=None)
+        with TreeMemory() as memory:
             summary = run_job(config)
         e2e = summary["end_to_end_per_s"]
         stage = summary["particles_per_s"]
         print(f"end-to-end: {e2e:.1f}/s over the whole job, {stage:.1f}/s in the inference stage")
         emit({
             "particles": args.particles, "threads": args.threads, "batch": args.batch,
-            "precision": precision, "model_only_per_s": model_rate, "end_to_end_per_s": e2e,
+            "precision": precision, "model_only_per_s": model_rate,
+            "model_only_eager_per_s": eager_rate, "compile_over_eager": model_rate / eager_rate,
+            "compile_s": compile_s, "end_to_end_per_s": e2e,
             "inference_stage_per_s": stage, "naive_per_s": naive_rate,
             "e2e_over_model": e2e / model_rate, "stage_over_model": stage / model_rate,
-            "e2e_over_naive": e2e / naive_rate, "peak_rss_gb": rss.peak / 1e9,
-            "timings_s": summary["timings_s"],
+            "e2e_over_naive": e2e / naive_rate, "peak_rss_gb": memory.peak_rss / 1e9,
+            "peak_pss_gb": memory.peak_pss / 1e9,
+            "timings_s": summary["timings_s"], "actor_time_s": summary["actor_time_s"],
         })
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -11,6 +11,8 @@ from dsmscale.convert import ConvertConfig
 from dsmscale.discover import DiscoverConfig
 from dsmscale.pick import PickConfig
 
+COMPILE_MIN_PARTICLES = 20_000
+
 
 class RunConfig(JobConfig):
     """Tomograms in, every particle classified, segmented and recovered out.
@@ -33,6 +35,9 @@ class RunConfig(JobConfig):
     gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 if GPUs exist")
     cpus_per_actor: float = Field(1.0, gt=0)
     threads_per_actor: int | None = Field(None, ge=1, description="torch threads per actor")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the model in each actor; 'auto': when the job has "
+        f"at least {COMPILE_MIN_PARTICLES} particles per actor to amortise the compile time")
     cpus_per_extract_task: float = Field(1.0, gt=0)
     max_restarts: int = Field(3, ge=0, description="actor restarts before the job fails")
     max_particles_per_unit: int = Field(512, ge=1, description="work unit size cap")

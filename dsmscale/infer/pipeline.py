@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.convert import convert_many
 from dsmscale.errors import InputError
-from dsmscale.infer.config import RunConfig
+from dsmscale.infer.config import COMPILE_MIN_PARTICLES, RunConfig
 from dsmscale.infer.predictor import Predictor, extract_batch
 from dsmscale.infer.units import ROW_CHUNK, Plan, plan_units
 from dsmscale.io.omezarr import compressor_for, open_tomogram
@@ -127,6 +127,15 @@ def _actor_pool(config: RunConfig):
     return ActorPoolStrategy(size=config.num_actors)
 
 
+def compile_mode(config: RunConfig, particles: int) -> str:
+    """'on' or 'off' for the actors: 'auto' compiles when each actor has enough particles to
+    amortise the one-off compile time (see ``backend.InferenceModel``)."""
+    if config.compile != "auto":
+        return config.compile
+    actors = config.num_actors[1] if isinstance(config.num_actors, tuple) else config.num_actors
+    return "auto" if particles / actors >= COMPILE_MIN_PARTICLES else "off"
+
+
 def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) -> dict:
     """Stream the pending units through Ray Data; returns counts and timings."""
     import ray
@@ -139,6 +148,7 @@ def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) ->
     gpus = config.gpus_per_actor
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    total = int(todo["n"].sum())
     ds = ray.data.from_items(_unit_items(todo, plan), override_num_blocks=len(todo))
     ds = ds.map_batches(extract_batch, batch_size=1, fn_kwargs={"box": config.box},
                         num_cpus=config.cpus_per_extract_task, max_retries=3)
@@ -148,19 +158,22 @@ def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) ->
         max_task_retries=config.max_restarts,
         fn_constructor_kwargs={"checkpoint": str(checkpoint), "output": str(out),
                                "batch_size": config.batch_size,
-                               "threads": config.threads_per_actor})
+                               "threads": config.threads_per_actor, "box": config.box,
+                               "compile": compile_mode(config, total)})
     start = time.perf_counter()
-    total = int(todo["n"].sum())
     per_node: dict[str, int] = {}
+    actor_s = {"model_s": 0.0, "write_s": 0.0}
     with tqdm(total=total, unit="particle", desc="inference", smoothing=0.1) as bar:
         for batch in ds.iter_batches(batch_size=None):
             for node, n in zip(batch["node"], batch["n"], strict=True):
                 per_node[str(node)] = per_node.get(str(node), 0) + int(n)
+            for key in actor_s:
+                actor_s[key] += float(np.sum(batch[key]))
             bar.update(int(np.sum(batch["n"])))
     elapsed = time.perf_counter() - start
     return stats | {"particles_processed": total, "inference_s": elapsed,
                     "particles_per_s": total / elapsed if elapsed else 0.0,
-                    "particles_per_node": per_node}
+                    "particles_per_node": per_node, "actor_time_s": actor_s}
 
 
 def _load_or_plan(config: RunConfig, out: Path, timings: dict) -> Plan:

@@ -1,14 +1,15 @@
 """The two Ray Data stages: extraction of a work unit (CPU task) and the model actor.
 
-The actor loads the model once, picks its backend at start-up (CUDA when it was given a GPU,
-bf16 autocast on GPUs and on CPUs with native bf16, channels_last_3d always), runs a unit in
-mini-batches under ``torch.inference_mode`` and is its own sink: it writes the unit's rows of the
+The actor loads the model once, picks its backend at start-up (``backend.InferenceModel``: CUDA
+when it was given a GPU, bf16 autocast on GPUs and CPUs with native bf16, channels_last_3d,
+optionally torch.compile), runs a unit in mini-batches and is its own sink: it writes the unit's rows of the
 per-particle Zarr outputs (chunk-aligned, so no chunk has two writers) and then, atomically, the
 unit's Parquet part. A part file on disk therefore means the unit is complete.
 """
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +22,8 @@ import zarr
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.extract import WorkUnit, extract_unit
-from dsmscale.hardware import configure_threads, resolve_precision
+from dsmscale.hardware import configure_threads
+from dsmscale.infer.backend import CompileMode, InferenceModel
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.io.omezarr import open_tomogram
 
@@ -51,47 +53,42 @@ def extract_batch(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarra
 class Predictor:
     """Actor: one model per process, one work unit per call."""
 
-    def __init__(self, checkpoint: str, output: str, batch_size: int, threads: int | None = None):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":
+    def __init__(self, checkpoint: str, output: str, batch_size: int, threads: int | None = None,
+                 compile: CompileMode = "off", box: int = 40):
+        if not torch.cuda.is_available():
             configure_threads(threads)
         ckpt = load_checkpoint(checkpoint)
         self.classes = ckpt["classes"]
         self.density_scale = float(ckpt["normalisation"]["density_scale"])
-        self.model = model_from_checkpoint(ckpt, checkpoint).to(
-            self.device, memory_format=torch.channels_last_3d)
-        self.precision = resolve_precision("auto", self.device)
-        self.batch_size = batch_size
+        self.model = InferenceModel(model_from_checkpoint(ckpt, checkpoint), batch_size, box,
+                                    compile=compile)
         self.output = Path(output)
         self.seg = zarr.open_array(str(self.output / "segmentation.zarr"), mode="r+")
         self.rec = zarr.open_array(str(self.output / "density.zarr"), mode="r+")
 
-    @torch.inference_mode()
+    @property
+    def precision(self) -> str:
+        return self.model.precision
+
     def predict(self, boxes: np.ndarray) -> dict[str, np.ndarray]:
-        """Model outputs for (n, B, B, B) normalised boxes, as numpy, in mini-batches."""
-        outs: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(boxes), self.batch_size):
-            x = torch.from_numpy(np.array(boxes[start:start + self.batch_size], dtype=np.float32))
-            x = x[:, None].to(self.device, non_blocking=True).contiguous(
-                memory_format=torch.channels_last_3d)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                enabled=self.precision == "bf16"):
-                out = self.model(x)
-            if "logits" in out:
-                outs.setdefault("probabilities", []).append(
-                    torch.softmax(out["logits"].float(), 1).cpu().numpy())
-                outs.setdefault("features", []).append(out["features"].float().cpu().numpy())
-            if "seg" in out:
-                outs.setdefault("seg", []).append(out["seg"].argmax(1).to(torch.uint8).cpu().numpy())
-            if "rec" in out:
-                outs.setdefault("rec", []).append(
-                    (out["rec"][:, 0].float() * self.density_scale).cpu().numpy())
-        return {k: np.concatenate(v) for k, v in outs.items()}
+        """The per-particle outputs for (n, B, B, B) normalised boxes, as numpy."""
+        out = self.model(boxes)
+        result = {}
+        if "logits" in out:
+            result["probabilities"] = torch.softmax(out["logits"], 1).numpy()
+            result["features"] = out["features"].numpy()
+        if "seg" in out:
+            result["seg"] = out["seg"].argmax(1).to(torch.uint8).numpy()
+        if "rec" in out:
+            result["rec"] = (out["rec"][:, 0] * self.density_scale).numpy()
+        return result
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         unit_id, row0 = str(batch["unit_id"][0]), int(batch["row0"][0])
         boxes, ids = batch["boxes"][0], batch["particle_id"][0]
+        start = time.perf_counter()
         out = self.predict(boxes)
+        model_s = time.perf_counter() - start
         rows = slice(row0, row0 + len(ids))
         if "seg" in out:
             self.seg[rows] = out["seg"]
@@ -101,7 +98,9 @@ class Predictor:
         import ray
 
         return {"unit_id": np.array([unit_id]), "n": np.array([len(ids)]),
-                "node": np.array([ray.get_runtime_context().get_node_id()])}
+                "node": np.array([ray.get_runtime_context().get_node_id()]),
+                "model_s": np.array([model_s]),
+                "write_s": np.array([time.perf_counter() - start - model_s])}
 
     def _write_part(self, batch: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
         ids, centres = batch["particle_id"][0], batch["centres"][0]

@@ -1,0 +1,47 @@
+"""Averages of per-particle boxes brought into one reference frame by known orientations.
+
+Convention (the simulator's, and RELION's ZYZ angles through ``rotation_matrix_zyz``): a particle
+with rotation R (acting on x, y, z) and centre c (z, y, x voxels within its box, sub-voxel) holds
+``box[q] = reference[R⁻¹ (q − c) + m]`` with m = B // 2 the reference centre (zyx voxels).
+``to_reference_frame`` inverts that: ``out[o] = box[R (o − m) + c]`` (trilinear).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from scipy import ndimage
+
+from dsmscale.extract import box_starts
+from dsmscale.simulate.render import rotation_zyx
+
+
+def to_reference_frame(box: np.ndarray, rotation_xyz: np.ndarray,
+                       centre_zyx: np.ndarray) -> np.ndarray:
+    """Rotate and shift one (B, B, B) box so its particle sits upright at the box centre."""
+    if box.ndim != 3 or len(set(box.shape)) != 1:
+        raise ValueError(f"expected a cubic (B, B, B) box, got shape {box.shape}")
+    matrix = rotation_zyx(np.asarray(rotation_xyz, float))
+    middle = np.full(3, box.shape[0] // 2, float)
+    offset = np.asarray(centre_zyx, float) - matrix @ middle
+    return ndimage.affine_transform(box, matrix, offset=offset, order=1, mode="constant", cval=0.0)
+
+
+def centre_in_box(centres_zyx: np.ndarray, box: int) -> np.ndarray:
+    """(n, 3) particle centres (zyx voxels) relative to the start of the box cut around them."""
+    centres_zyx = np.asarray(centres_zyx, float)
+    return centres_zyx - box_starts(centres_zyx, box)
+
+
+def aligned_average(boxes: Iterable[np.ndarray], rotations_xyz: Iterable[np.ndarray],
+                    centres_zyx: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Mean of the boxes in the reference frame, and how many were averaged (streamed)."""
+    total, n = None, 0
+    for box, rotation, centre in zip(boxes, rotations_xyz, centres_zyx, strict=True):
+        upright = to_reference_frame(np.asarray(box, np.float64), rotation, centre)
+        total = upright if total is None else total + upright
+        n += 1
+    if total is None:
+        raise ValueError("no boxes to average")
+    return (total / n).astype(np.float32), n
