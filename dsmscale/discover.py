@@ -12,6 +12,8 @@ central slices of each cluster's average density.
 from __future__ import annotations
 
 import json
+import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,34 +98,95 @@ def _project(x: np.ndarray, pca: IncrementalPCA | None) -> np.ndarray:
     return pca.transform(x).astype(np.float32) if pca is not None else x
 
 
-def assign_clusters(job: Path, kmeans, pca, config: DiscoverConfig) -> pd.DataFrame:
-    """Second pass: nearest centre for every particle (particle_id, row, cluster, distance)."""
-    out = []
-    for batch in feature_batches(job, config.batch_rows):
-        x = _project(_matrix(batch), pca)
-        d = kmeans.transform(x)
-        out.append(pd.DataFrame({"particle_id": batch.column("particle_id").to_numpy(),
-                                 "row": batch.column("row").to_numpy(),
-                                 "cluster": d.argmin(1), "distance": d.min(1)}))
-    return pd.concat(out, ignore_index=True)
+class ClusterTally:
+    """Per-cluster figures accumulated batch by batch: memory O(k × classes + k × B³), not
+    O(particles). Sizes, mean classifier score, predicted (and true) class composition,
+    particles per tomogram, the sum of recovered densities, and the cluster × true-class
+    contingency table behind ARI and NMI."""
+
+    def __init__(self, k: int, box_shape: tuple[int, ...]):
+        self.k = k
+        self.size = np.zeros(k, np.int64)
+        self.score_sum = np.zeros(k)
+        self.predicted = [Counter() for _ in range(k)]
+        self.true = [Counter() for _ in range(k)]
+        self.per_tomogram: Counter = Counter()
+        self.density_sum = np.zeros((k, *box_shape))
+
+    def add(self, part: pd.DataFrame) -> None:
+        clusters = part["cluster"].to_numpy()
+        self.size += np.bincount(clusters, minlength=self.k)
+        self.score_sum += np.bincount(clusters, weights=part["score"].to_numpy(), minlength=self.k)
+        self.per_tomogram.update(part["tomogram"].value_counts().to_dict())
+        for (c, name), n in part.groupby(["cluster", "class_name"]).size().items():
+            self.predicted[c][name] += int(n)
+        if "true_class" in part:
+            for (c, name), n in part.groupby(["cluster", "true_class"]).size().items():
+                self.true[c][name] += int(n)
+
+    def add_density(self, density: zarr.Array, rows: np.ndarray, clusters: np.ndarray,
+                    block: int) -> None:
+        """Sum the recovered boxes of these rows, reading ``density`` in chunk-aligned blocks."""
+        order = np.argsort(rows)
+        rows, clusters = rows[order], clusters[order]
+        for start in np.unique(rows // block) * block:
+            sel = (rows >= start) & (rows < start + block)
+            chunk = density[start:start + block]
+            np.add.at(self.density_sum, clusters[sel], chunk[rows[sel] - start])
+
+    def averages(self) -> np.ndarray:
+        return (self.density_sum / np.maximum(self.size, 1)[:, None, None, None]).astype(np.float32)
+
+    def contingency(self) -> np.ndarray:
+        names = sorted({n for counter in self.true for n in counter})
+        return np.array([[counter[n] for n in names] for counter in self.true], np.int64)
 
 
-def cluster_averages(job: Path, assignment: pd.DataFrame, k: int, block: int = 64) -> np.ndarray:
-    """(k, B, B, B) mean recovered density per cluster, reading density.zarr block by block."""
+def agreement(contingency: np.ndarray) -> dict[str, float]:
+    """ARI and NMI (arithmetic normalisation, as scikit-learn's defaults) from a clusters ×
+    classes contingency table, so no per-particle label arrays are needed."""
+    from sklearn.metrics import mutual_info_score
+
+    c = contingency[contingency.sum(1) > 0][:, contingency.sum(0) > 0].astype(np.float64)
+    pairs = c * (c - 1) / 2
+    n = c.sum()
+    rows, cols = c.sum(1), c.sum(0)
+    a, b = (rows * (rows - 1) / 2).sum(), (cols * (cols - 1) / 2).sum()
+    expected = a * b / (n * (n - 1) / 2)
+    top = (a + b) / 2
+    ari = 1.0 if top == expected else float((pairs.sum() - expected) / (top - expected))
+
+    def entropy(m: np.ndarray) -> float:
+        p = m[m > 0] / n
+        return float(-(p * np.log(p)).sum())
+
+    h = (entropy(rows) + entropy(cols)) / 2
+    nmi = 1.0 if h == 0 else float(mutual_info_score(None, None, contingency=c) / h)
+    return {"ari": ari, "nmi": nmi}
+
+
+def assign_clusters(job: Path, kmeans, pca, config: DiscoverConfig, out: Path,
+                    truth: pd.Series | None = None) -> ClusterTally:
+    """Second pass: every particle's nearest centre, written part by part to
+    ``out/clusters.parquet/`` (particle_id, row, cluster, distance, class, score, tomogram and
+    true_class when ``truth`` maps particle_id → class), and tallied per cluster."""
     density = zarr.open_array(str(job / "density.zarr"), mode="r")
-    sums = np.zeros((k,) + density.shape[1:], np.float64)
-    counts = np.zeros(k, np.int64)
-    order = assignment.sort_values("row")
-    rows, clusters = order["row"].to_numpy(), order["cluster"].to_numpy()
-    for start in range(0, int(rows.max()) + 1 if len(rows) else 0, block):
-        sel = (rows >= start) & (rows < start + block)
-        if not sel.any():
-            continue
-        chunk = density[start:start + block]
-        for row, cluster in zip(rows[sel] - start, clusters[sel], strict=True):
-            sums[cluster] += chunk[row]
-            counts[cluster] += 1
-    return (sums / np.maximum(counts, 1)[:, None, None, None]).astype(np.float32)
+    tally = ClusterTally(config.k, density.shape[1:])
+    parts = out / "clusters.parquet"
+    shutil.rmtree(parts, ignore_errors=True)
+    parts.mkdir(parents=True)
+    columns = ("particle_id", "row", "features", "class_name", "score", "tomogram")
+    for i, batch in enumerate(feature_batches(job, config.batch_rows, columns)):
+        d = kmeans.transform(_project(_matrix(batch), pca))
+        part = batch.drop_columns(["features"]).to_pandas()
+        part["cluster"], part["distance"] = d.argmin(1), d.min(1)
+        if truth is not None:
+            part["true_class"] = truth.reindex(part["particle_id"]).to_numpy()
+        part.to_parquet(parts / f"part-{i:06d}.parquet", index=False)
+        tally.add(part)
+        tally.add_density(density, part["row"].to_numpy(), part["cluster"].to_numpy(),
+                          density.chunks[0])
+    return tally
 
 
 def choose_k_report(job: Path, config: DiscoverConfig, sample: np.ndarray) -> dict[str, float]:
@@ -161,52 +224,54 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
     ``truth``: optional (particle_id, class_name) table for composition, ARI and NMI.
     ``references``: optional {class_name: (B, B, B) map} for FSC of the cluster averages.
     """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
     from dsmscale.report.discovery import density_gallery, tsne_figure
 
     job, config = Path(job), config or DiscoverConfig()
     out = job / "discovery"
     out.mkdir(exist_ok=True)
     kmeans, pca = fit_clusters(job, config)
-    assignment = assign_clusters(job, kmeans, pca, config)
-    table = pd.read_parquet(job / "particles.parquet",
-                            columns=["particle_id", "class_name", "score", "tomogram"])
-    assignment = assignment.merge(table, on="particle_id", how="left")
-    if truth is not None:
-        assignment = assignment.merge(truth.rename(columns={"class_name": "true_class"}),
-                                      on="particle_id", how="left")
-    assignment.to_parquet(out / "clusters.parquet", index=False)
-    averages = cluster_averages(job, assignment, config.k)
+    truth_map = None if truth is None else truth.set_index("particle_id")["class_name"]
+    tally = assign_clusters(job, kmeans, pca, config, out, truth_map)
+    averages = tally.averages()
     np.save(out / "cluster_averages.npy", averages)
-    clusters = []
-    for c in range(config.k):
-        rows = assignment[assignment["cluster"] == c]
-        entry = {"cluster": c, "size": len(rows),
-                 "mean_score": float(rows["score"].mean()) if len(rows) else None,
-                 "predicted": rows["class_name"].value_counts().head(3).to_dict()}
-        if truth is not None:
-            entry["true"] = rows["true_class"].value_counts().head(3).to_dict()
-        for name, ref in (references or {}).items():
-            curve = fsc_curve(averages[c], ref)
-            entry.setdefault("fsc_nm", {})[name] = fsc_resolution(curve, ref.shape[0],
-                                                                  voxel_size_nm)
-        clusters.append(entry)
+    clusters = [_cluster_entry(tally, c, averages[c], references, voxel_size_nm)
+                for c in range(config.k)]
     sample = _sample(job, config)
     features = np.stack(sample["features"]) if len(sample) else np.empty((0, 1))
-    summary = {"k": config.k, "particles": len(assignment), "clusters": clusters,
+    summary = {"k": config.k, "particles": int(tally.size.sum()), "clusters": clusters,
                "silhouette_by_k": choose_k_report(job, config, _project(features, pca))
                if len(features) > max(config.k_candidates) else {},
-               "per_tomogram": assignment.groupby("tomogram").size().to_dict()}
+               "per_tomogram": dict(tally.per_tomogram)}
     if truth is not None:
-        known = assignment.dropna(subset=["true_class"])
-        summary["ari"] = float(adjusted_rand_score(known["true_class"], known["cluster"]))
-        summary["nmi"] = float(normalized_mutual_info_score(known["true_class"], known["cluster"]))
-    scores = assignment.groupby("cluster")["score"].mean()
+        summary |= agreement(tally.contingency())
+    scores = pd.Series(tally.score_sum / np.maximum(tally.size, 1))[tally.size > 0]
     summary["low_confidence_clusters"] = scores[scores < scores.median() * 0.8].index.tolist()
     if len(sample) >= 10:
-        labelled = sample.merge(assignment, on="particle_id")
+        labelled = sample.merge(_rows_of(out / "clusters.parquet", sample["particle_id"]),
+                                on="particle_id")
         tsne_figure(np.stack(labelled["features"]), labelled, out / "tsne.png", config.seed)
-    density_gallery(averages, [c["size"] for c in clusters], out / "cluster_averages.png")
+    density_gallery(averages, tally.size.tolist(), out / "cluster_averages.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _rows_of(parts: Path, particle_ids: pd.Series) -> pd.DataFrame:
+    """The rows of a Parquet dataset for these particle ids (read filtered, not whole)."""
+    import pyarrow.compute as pc
+
+    wanted = pc.field("particle_id").isin(pa.array(particle_ids.to_numpy()))
+    return pads.dataset(parts, format="parquet").to_table(filter=wanted).to_pandas()
+
+
+def _cluster_entry(tally: ClusterTally, c: int, average: np.ndarray,
+                   references: dict[str, np.ndarray] | None, voxel_size_nm: float) -> dict:
+    size = int(tally.size[c])
+    entry = {"cluster": c, "size": size,
+             "mean_score": float(tally.score_sum[c] / size) if size else None,
+             "predicted": dict(tally.predicted[c].most_common(3))}
+    if tally.true[c]:
+        entry["true"] = dict(tally.true[c].most_common(3))
+    for name, ref in (references or {}).items():
+        curve = fsc_curve(average, ref)
+        entry.setdefault("fsc_nm", {})[name] = fsc_resolution(curve, ref.shape[0], voxel_size_nm)
+    return entry

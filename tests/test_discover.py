@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import zarr
 
 from dsmscale.discover import DiscoverConfig, discover
@@ -59,3 +60,17 @@ def test_incremental_pca_path(tmp_path):
     summary = discover(tmp_path, DiscoverConfig(k=3, batch_rows=256, pca_components=16,
                                                 tsne_sample=60, k_candidates=(3,)), truth=truth)
     assert summary["ari"] > 0.99
+
+
+def test_agreement_from_contingency_matches_scikit_learn():
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    from sklearn.metrics.cluster import contingency_matrix
+
+    from dsmscale.discover import agreement
+
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 5, 400)
+    pred = np.where(rng.random(400) < 0.7, true, rng.integers(0, 7, 400))
+    got = agreement(contingency_matrix(pred, true))
+    assert got["ari"] == pytest.approx(adjusted_rand_score(true, pred), abs=1e-9)
+    assert got["nmi"] == pytest.approx(normalized_mutual_info_score(true, pred), abs=1e-9)

@@ -41,6 +41,9 @@ class RunConfig(JobConfig):
     cpus_per_extract_task: float = Field(1.0, gt=0)
     max_restarts: int = Field(3, ge=0, description="actor restarts before the job fails")
     max_particles_per_unit: int = Field(512, ge=1, description="work unit size cap")
+    object_store_budget_gb: float = Field(
+        1.0, gt=0, description="Ray Data's object-store budget for subtomograms in flight "
+        "(a 512-particle unit of 40³ float32 boxes is 131 MB): bounds memory whatever the job size")
     write_maps: bool = Field(True, description="tomogram-scale label and density OME-Zarr")
     ray_address: str | None = Field(None, description="default: RAY_ADDRESS or embedded Ray")
     pick: PickConfig = Field(default_factory=PickConfig)

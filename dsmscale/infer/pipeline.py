@@ -136,6 +136,16 @@ def compile_mode(config: RunConfig, particles: int) -> str:
     return "auto" if particles / actors >= COMPILE_MIN_PARTICLES else "off"
 
 
+def limit_object_store(budget_gb: float) -> None:
+    """Cap the object-store memory Ray Data may fill with extracted units. Extraction outruns the
+    model, and Ray Data's default budget is a share of the node's RAM, so without a cap the queue
+    of boxes waiting for an actor grows with the machine rather than staying a few units."""
+    from ray.data import DataContext, ExecutionResources
+
+    options = DataContext.get_current().execution_options
+    options.resource_limits = ExecutionResources.for_limits(object_store_memory=budget_gb * 1e9)
+
+
 def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) -> dict:
     """Stream the pending units through Ray Data; returns counts and timings."""
     import ray
@@ -149,6 +159,7 @@ def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) ->
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     total = int(todo["n"].sum())
+    limit_object_store(config.object_store_budget_gb)
     ds = ray.data.from_items(_unit_items(todo, plan), override_num_blocks=len(todo))
     ds = ds.map_batches(extract_batch, batch_size=1, fn_kwargs={"box": config.box},
                         num_cpus=config.cpus_per_extract_task, max_retries=3)
