@@ -42,6 +42,10 @@ def test_job_outputs_every_particle_once(job):
         Image.from_zarr(zarr.open_group(f"{config.output}/maps/blobs_{kind}.zarr", mode="r"))
     star = read_star(f"{config.output}/blobs_particles.star")
     assert len(star) == len(table)
+    report = Path(config.output, "report.md").read_text()
+    assert f"| blobs | {len(table)} |" in report  # particles per tomogram
+    assert "## Discovery" in report and "discovery/tsne.png" in report
+    assert summary["discovery"]["k"] >= 2
 
 
 def test_rerun_skips_finished_units_and_redoes_lost_ones(job):

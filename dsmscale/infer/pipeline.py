@@ -29,6 +29,7 @@ from dsmscale.io.omezarr import compressor_for, open_tomogram
 from dsmscale.io.particles import ParticleTable, read_particles
 from dsmscale.parallel import ensure_ray
 from dsmscale.pick import pick_particles
+from dsmscale.report.job import write_job_report
 from dsmscale.weights import resolve_model
 
 MRC_SUFFIXES = (".mrc", ".map", ".rec", ".mrc.gz", ".mrc.bz2", ".map.gz", ".rec.gz")
@@ -256,4 +257,7 @@ def run_job(config: RunConfig) -> dict:
                "timings_s": timings, "model": str(checkpoint), "outputs": tables,
                "discovery": discovery}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    discovery_summary = out / "discovery" / "summary.json"
+    write_job_report(out, summary, json.loads(discovery_summary.read_text())
+                     if discovery and "k" in discovery else None)
     return summary

@@ -21,20 +21,24 @@ TABLE_COLUMNS = ["particle_id", "tomogram", "unit_id", "row", "z", "y", "x", "z_
                  "padded", "class_index", "class_name", "score"]
 
 
-def read_results(out: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """The per-particle table (all finished parts), without the wide list columns by default."""
+def read_results(out: Path, columns: list[str] | None = None,
+                 tomogram: str | None = None) -> pd.DataFrame:
+    """The per-particle table (all finished parts, or one tomogram's rows), without the wide
+    list columns by default."""
     import pyarrow.dataset as pads
 
     dataset = pads.dataset(out / "particles.parquet", format="parquet")
     cols = columns or [c for c in TABLE_COLUMNS if c in dataset.schema.names]
-    return dataset.to_table(columns=cols).to_pandas()
+    where = None if tomogram is None else pads.field("tomogram") == tomogram
+    return dataset.to_table(columns=cols, filter=where).to_pandas()
 
 
 def write_job_tables(out: Path, plan: Plan) -> dict[str, str]:
-    """STAR (RELION 3.1) and copick picks per tomogram, with predicted classes and scores."""
-    results = read_results(out)
+    """STAR (RELION 3.1) and copick picks per tomogram, with predicted classes and scores (one
+    tomogram's rows in memory at a time)."""
     written = {}
-    for name, rows in results.groupby("tomogram"):
+    for name in plan.units["tomogram"].unique():
+        rows = read_results(out, tomogram=str(name))
         store = plan.units.loc[plan.units["tomogram"] == name, "store"].iloc[0]
         tomo = open_tomogram(store, int(plan.units["level"].iloc[0]))
         extra = {}

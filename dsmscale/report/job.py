@@ -1,0 +1,86 @@
+"""``JOB/report.md``: what a finished job did and found, for people who would rather read one page.
+
+Throughput and time per stage, particles per tomogram and predicted class counts (streamed from
+the Parquet parts), and — when the reduce stage ran — the clusters with their composition and
+confidence, the candidates for new complexes (clusters the classifier is unsure about) and the
+figures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.dataset as pads
+
+
+def streamed_counts(out: Path, column: str) -> Counter:
+    """Value → particles for one column, streamed over the job's Parquet parts."""
+    counts: Counter = Counter()
+    dataset = pads.dataset(out / "particles.parquet", format="parquet")
+    if column not in dataset.schema.names:
+        return counts
+    for batch in dataset.to_batches(columns=[column]):
+        for item in batch.column(column).value_counts().to_pylist():
+            counts[item["values"]] += item["counts"]
+    return counts
+
+
+def _timings(summary: dict) -> list[str]:
+    lines = ["| stage | seconds |", "|---|---|"]
+    lines += [f"| {k.removesuffix('_s')} | {v:.1f} |" for k, v in summary["timings_s"].items()]
+    return lines
+
+
+def _discovery(discovery: dict) -> list[str]:
+    has_truth = any("true" in c for c in discovery["clusters"])
+    lines = [f"## Discovery (k = {discovery['k']})", ""]
+    if "ari" in discovery:
+        lines += [f"Against the true classes: ARI {discovery['ari']:.2f}, NMI "
+                  f"{discovery['nmi']:.2f}.", ""]
+    low = set(discovery["low_confidence_clusters"])
+    header = "| cluster | size | mean score | predicted classes |" + (
+        " true classes |" if has_truth else "")
+    lines += [header, "|---|---|---|---|" + ("---|" if has_truth else "")]
+    for c in sorted(discovery["clusters"], key=lambda c: -c["size"]):
+        if not c["size"]:
+            continue
+        mark = " **candidate**" if c["cluster"] in low else ""
+        row = (f"| {c['cluster']}{mark} | {c['size']} | {c['mean_score']:.2f} | "
+               + ", ".join(f"{k} {v}" for k, v in c["predicted"].items()) + " |")
+        if has_truth:
+            row += " " + ", ".join(f"{k} {v}" for k, v in c.get("true", {}).items()) + " |"
+        lines.append(row)
+    lines += ["", f"Candidates for new complexes (mean classifier score below 0.8 × the median): "
+              f"{sorted(low) or 'none'}.", "",
+              "![t-SNE of the features](discovery/tsne.png)", "",
+              "![cluster average densities](discovery/cluster_averages.png)", ""]
+    if discovery.get("silhouette_by_k"):
+        best = max(discovery["silhouette_by_k"], key=discovery["silhouette_by_k"].get)
+        lines += [f"Choosing k: silhouette on a sample is highest at k = {best} "
+                  f"({', '.join(f'{k}: {v:.3f}' for k, v in discovery['silhouette_by_k'].items())}).",
+                  ""]
+    return lines
+
+
+def write_job_report(out: Path, summary: dict, discovery: dict | None) -> Path:
+    """Write ``out/report.md`` from the job summary and the discovery summary (if any)."""
+    counts = streamed_counts(out, "class_name")
+    lines = [
+        "# dsmscale job report", "",
+        f"{summary['particles']} particles in {summary['tomograms']} tomogram(s); model "
+        f"`{summary['model']}`; {summary['end_to_end_per_s']:.1f} particles/s over the whole job "
+        f"({summary.get('particles_per_s', 0.0):.1f}/s in the inference stage).", "",
+        *_timings(summary), "",
+        "## Particles per tomogram", "", "| tomogram | particles |", "|---|---|",
+        *[f"| {t} | {n} |" for t, n in sorted(streamed_counts(out, "tomogram").items())],
+        "",
+    ]
+    if counts:
+        lines += ["## Predicted classes", "", "| class | particles |", "|---|---|",
+                  *[f"| {c} | {n} |" for c, n in counts.most_common()], ""]
+    if discovery:
+        lines += _discovery(discovery)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
