@@ -87,7 +87,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from dsmscale.train import TrainConfig, train
 
     overrides = {"output": str(args.output) if args.output else None, "dataset": args.dataset,
-                 "model": args.model, "max_epochs": args.max_epochs, "threads": args.threads}
+                 "model": args.model, "max_epochs": args.max_epochs, "threads": args.threads,
+                 "teacher": getattr(args, "teacher", None),
+                 "distill_loss": getattr(args, "loss", None)}
     config = _load_config(TrainConfig, args.config, overrides)
     result = train(config)
     last = result["history"][-1] if result["history"] else {}
@@ -229,13 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "defaults: Adam 1e-3, batch 64, <=100 epochs, early stop 15, "
                                    "loss cls:seg:rec = 1:10:1; bf16 + channels_last_3d where "
                                    "supported. Re-running resumes from OUTPUT/last.pt.")
-    p.add_argument("--config", type=Path, help="YAML with TrainConfig keys")
-    p.add_argument("--dataset", help="dataset folder (e.g. data/sim/datasets/A)")
-    p.add_argument("-o", "--output", type=Path, help="run folder")
-    p.add_argument("--model", help="dsmnet, cls, seg, cls_rec, cls_seg, ssn3d_ed, dsrf3d_v2")
-    p.add_argument("--max-epochs", type=int, help="epoch cap (default 100)")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    _training_arguments(p, "dsmnet, cls, seg, cls_rec, cls_seg, ssn3d_ed, dsrf3d_v2")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("distill", help="train a compact student on a teacher's outputs",
+                       epilog=EPILOG,
+                       description="Knowledge distillation (Guo et al. 2018): the student learns "
+                                   "the teacher's logits (MSE, or temperature-scaled KL), soft "
+                                   "segmentation and recovered density on the dataset's boxes. "
+                                   "Students: dsmnet_small (all three heads, usable by dsmscale "
+                                   "run), guo_l, guo_m, guo_s (classification only).")
+    _training_arguments(p, "dsmnet_small (default), guo_l, guo_m, guo_s")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
+    p.add_argument("--loss", choices=("mse", "kl"), help="classification distillation loss")
+    p.set_defaults(func=_cmd_train, model="dsmnet_small")
 
     p = sub.add_parser("evaluate", help="metrics and figures of a checkpoint on a split",
                        epilog=EPILOG,
@@ -274,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", type=float, help="voxel size (Å) for a truth table")
     p.set_defaults(func=_cmd_discover)
     return parser
+
+
+def _training_arguments(p: argparse.ArgumentParser, models: str) -> None:
+    p.add_argument("--config", type=Path, help="YAML with TrainConfig keys")
+    p.add_argument("--dataset", help="dataset folder (e.g. data/sim/datasets/A)")
+    p.add_argument("-o", "--output", type=Path, help="run folder")
+    p.add_argument("--model", help=models)
+    p.add_argument("--max-epochs", type=int, help="epoch cap (default 100)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from dsmscale.checkpoints import load_checkpoint
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.config import JobConfig
 from dsmscale.data import DENSITY_SCALE, SplitData, dataset_classes, load_split
 from dsmscale.errors import InputError
@@ -59,17 +59,44 @@ class TrainConfig(JobConfig):
     seed: int = 0
     limit_train: int | None = Field(None, ge=1, description="use only the first N train boxes")
     limit_val: int | None = Field(None, ge=1)
+    teacher: str | None = Field(None, description="checkpoint to distil from (soft targets)")
+    distill_loss: Literal["mse", "kl"] = Field(
+        "mse", description="classification: MSE on logits (Guo et al.) or temperature-scaled KL")
+    temperature: float = Field(4.0, gt=0, description="softening temperature for 'kl'")
 
     def run_hash(self) -> str:
         """Identity of the run: everything that changes its trajectory. The output folder,
         threads, patience and (with a constant schedule) the epoch cap do not, so a run can be
         resumed with a larger budget."""
         exclude = {"output", "threads", "patience"}
+        if self.teacher is None:  # hashes of runs made before distillation existed stay valid
+            exclude |= {"teacher", "distill_loss", "temperature"}
         if self.schedule == "constant":
             exclude.add("max_epochs")
         data = self.model_dump(mode="json", exclude=exclude) | {
             "arch": ARCHITECTURE_VERSION, "procedure": TRAINING_PROCEDURE_VERSION}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def distill_terms(out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                  weights: tuple[float, float, float], loss: str = "mse",
+                  temperature: float = 4.0) -> dict[str, torch.Tensor]:
+    """Weighted distillation terms against the teacher's outputs, and their sum under ``total``:
+    logits by MSE (Guo et al. 2018) or T²-scaled KL of the softened distributions, segmentation
+    by cross-entropy with the teacher's soft voxel probabilities, recovery by MSE."""
+    terms = {}
+    if "logits" in out:
+        s, t = out["logits"].float(), teacher["logits"].float()
+        terms["cls"] = weights[0] * (F.mse_loss(s, t) if loss == "mse" else temperature**2 * F.kl_div(
+            F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1),
+            log_target=True, reduction="batchmean"))
+    if "seg" in out:
+        soft = torch.softmax(teacher["seg"].float(), 1)
+        terms["seg"] = weights[1] * -(soft * F.log_softmax(out["seg"].float(), 1)).sum(1).mean()
+    if "rec" in out:
+        terms["rec"] = weights[2] * F.mse_loss(out["rec"].float(), teacher["rec"].float())
+    terms["total"] = sum(terms.values())
+    return terms
 
 
 def loss_terms(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
@@ -91,7 +118,9 @@ class TrainStep:
 
     def __init__(self, model: torch.nn.Module, precision: str = "bf16", channels_last: bool = True,
                  lr: float = 1e-3, betas=(0.9, 0.99), weights=(1.0, 10.0, 1.0),
-                 compile_model: bool = False, device: torch.device | None = None):
+                 compile_model: bool = False, device: torch.device | None = None,
+                 teacher: torch.nn.Module | None = None, distill_loss: str = "mse",
+                 temperature: float = 4.0):
         self.device = device or torch.device("cpu")
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
@@ -99,6 +128,9 @@ class TrainStep:
         self.autocast = precision == "bf16"
         self.weights = weights
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+        self.teacher = None if teacher is None else teacher.eval().to(
+            self.device, memory_format=self.memory_format)
+        self.distill = {"loss": distill_loss, "temperature": temperature}
 
     def prepare(self, x: torch.Tensor, target: dict[str, torch.Tensor]):
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -111,7 +143,13 @@ class TrainStep:
     def __call__(self, x: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, float]:
         self.model.train()
         x, target = self.prepare(x, target)
-        terms = loss_terms(self.run(x), target, self.weights)
+        if self.teacher is None:
+            terms = loss_terms(self.run(x), target, self.weights)
+        else:
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                 enabled=self.autocast):
+                soft = self.teacher(x)
+            terms = distill_terms(self.run(x), soft, self.weights, **self.distill)
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.optimizer.step()
@@ -191,6 +229,16 @@ def _save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _teacher(config: TrainConfig, classes: list[str]) -> torch.nn.Module | None:
+    """The teacher network, checked to know the same classes in the same order."""
+    if config.teacher is None:
+        return None
+    ckpt = load_checkpoint(config.teacher)
+    if list(ckpt["classes"]) != list(classes):
+        raise InputError(config.teacher, "teacher classes differ from the dataset's classes")
+    return model_from_checkpoint(ckpt, config.teacher)
+
+
 def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) a run; returns the final history entry plus the best checkpoint path."""
     out = Path(config.output)
@@ -205,7 +253,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     val_data = load_split(config.dataset, "val", classes, config.limit_val)
     model = build_model(config.model, len(classes))
     step = TrainStep(model, precision, config.channels_last, config.lr, config.betas,
-                     config.loss_weights, device=device)
+                     config.loss_weights, device=device, teacher=_teacher(config, classes),
+                     distill_loss=config.distill_loss, temperature=config.temperature)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         step.optimizer, max_lr=config.lr, epochs=config.max_epochs,

@@ -4,7 +4,8 @@ import torch
 from dsmscale.models import MODEL_NAMES, build_model
 from dsmscale.train import loss_terms
 
-PARAMS = {"dsmnet": 1_955_321, "ssn3d_ed": 896_642, "dsrf3d_v2": 18_316_470}
+PARAMS = {"dsmnet": 1_955_321, "ssn3d_ed": 896_642, "dsrf3d_v2": 18_316_470,
+          "dsmnet_small": 540_169, "guo_l": 1_013_942, "guo_m": 505_654, "guo_s": 160_934}
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

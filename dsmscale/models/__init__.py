@@ -2,10 +2,12 @@
 
 from dsmscale.models.baselines import SSN3DED, DSRF3Dv2
 from dsmscale.models.dsmnet import DSMNet, Heads
+from dsmscale.models.students import GUO_WIDTHS, GuoStudent, small_dsmnet
 
-__all__ = ["DSMNet", "Heads", "SSN3DED", "DSRF3Dv2", "build_model", "MODEL_NAMES"]
+__all__ = ["DSMNet", "GuoStudent", "Heads", "SSN3DED", "DSRF3Dv2", "build_model", "MODEL_NAMES"]
 
-MODEL_NAMES = ("dsmnet", "cls", "seg", "cls_rec", "cls_seg", "ssn3d_ed", "dsrf3d_v2")
+MODEL_NAMES = ("dsmnet", "cls", "seg", "cls_rec", "cls_seg", "ssn3d_ed", "dsrf3d_v2",
+               "dsmnet_small", *GUO_WIDTHS)
 
 
 def build_model(name: str, n_classes: int):
@@ -18,4 +20,8 @@ def build_model(name: str, n_classes: int):
         return SSN3DED()
     if name == "dsrf3d_v2":
         return DSRF3Dv2(n_classes)
+    if name == "dsmnet_small":
+        return small_dsmnet(n_classes)
+    if name in GUO_WIDTHS:
+        return GuoStudent(n_classes, GUO_WIDTHS[name])
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")

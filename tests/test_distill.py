@@ -1,0 +1,47 @@
+"""Knowledge distillation: loss terms, a student trained from a teacher, and clear errors."""
+
+import pytest
+import torch
+
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
+from dsmscale.errors import InputError
+from dsmscale.train import TrainConfig, distill_terms, train
+
+
+@pytest.mark.parametrize("loss", ["mse", "kl"])
+def test_distill_terms_vanish_when_student_equals_teacher(loss):
+    torch.manual_seed(0)
+    teacher = {"logits": torch.randn(4, 5), "seg": torch.randn(4, 2, 6, 6, 6),
+               "rec": torch.randn(4, 1, 6, 6, 6)}
+    same = distill_terms(teacher, teacher, (1.0, 10.0, 1.0), loss)
+    assert same["cls"].item() == pytest.approx(0.0, abs=1e-6)
+    assert same["rec"].item() == pytest.approx(0.0, abs=1e-6)
+    other = {k: v + torch.randn_like(v) for k, v in teacher.items()}
+    worse = distill_terms(other, teacher, (1.0, 10.0, 1.0), loss)
+    assert worse["cls"] > same["cls"] and worse["seg"] > same["seg"]  # soft CE is minimal at p_t
+
+
+def test_student_learns_from_teacher(tiny_dataset, tiny_checkpoint, tmp_path):
+    config = TrainConfig(dataset=str(tiny_dataset), output=str(tmp_path / "student"),
+                         model="dsmnet_small", teacher=str(tiny_checkpoint), limit_train=16,
+                         limit_val=8, batch_size=8, max_epochs=2, threads=2)
+    result = train(config, progress=False)
+    history = result["history"]
+    assert len(history) == 2 and history[-1]["train_total"] < history[0]["train_total"]
+    ckpt = load_checkpoint(result["best_checkpoint"])
+    assert ckpt["model"] == "dsmnet_small" and ckpt["config"]["teacher"] == str(tiny_checkpoint)
+    student = model_from_checkpoint(ckpt)
+    out = student(torch.zeros(1, 1, 40, 40, 40))
+    assert set(out) == {"features", "logits", "seg", "rec"}
+    assert config.run_hash() != config.model_copy(update={"teacher": None}).run_hash()
+
+
+def test_teacher_with_other_classes_is_a_clear_error(tiny_dataset, tiny_checkpoint, tmp_path):
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["classes"] = list(reversed(ckpt["classes"]))
+    torch.save(ckpt, tmp_path / "other.pt")
+    config = TrainConfig(dataset=str(tiny_dataset), output=str(tmp_path / "s"), model="guo_s",
+                         teacher=str(tmp_path / "other.pt"), limit_train=8, limit_val=8,
+                         max_epochs=1)
+    with pytest.raises(InputError, match="teacher classes differ"):
+        train(config, progress=False)
