@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import zarr
 from pydantic import Field
 from sklearn.cluster import MiniBatchKMeans
@@ -51,20 +52,21 @@ def feature_batches(job: Path, batch_rows: int, columns=("particle_id", "row", "
     every yielded batch (but the last) has at least ``batch_rows`` rows.
     """
     parts = job / "particles.parquet"
-    if not parts.is_dir() or not any(parts.glob("*.parquet")):
+    files = sorted(parts.glob("*.parquet")) if parts.is_dir() else []
+    if not files:
         raise InputError(job, "no particles.parquet parts: not a finished dsmscale run output")
-    dataset = pads.dataset(parts, format="parquet")
-    if "features" not in dataset.schema.names:
+    if "features" not in pq.read_schema(files[0]).names:
         raise InputError(job, "the job's model has no classification head: no features")
     pending, n = [], 0
-    # small read-ahead: memory stays at a few batches whatever the number of parts
-    for batch in dataset.to_batches(columns=list(columns), batch_size=batch_rows,
-                                    batch_readahead=1, fragment_readahead=1):
-        pending.append(batch)
-        n += batch.num_rows
-        if n >= batch_rows:
-            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
-            pending, n = [], 0
+    # one part file open at a time, read in record batches: memory stays at a few batches
+    # whatever the number of parts (a dataset scanner's read-ahead grew with the job)
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=list(columns)):
+            pending.append(batch)
+            n += batch.num_rows
+            if n >= batch_rows:
+                yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+                pending, n = [], 0
     if n:
         yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
