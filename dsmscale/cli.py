@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Students: dsmnet_small (all three heads, usable by dsmscale "
                                    "run), guo_l, guo_m, guo_s (classification only).")
     _training_arguments(p, "dsmnet_small (default), guo_l, guo_m, guo_s")
-    p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
+    p.add_argument("--teacher", required=True, help="teacher: 'default' (shipped) or a .pt path")
     p.add_argument("--loss", choices=("mse", "kl"), help="classification distillation loss")
     p.set_defaults(func=_cmd_train, model="dsmnet_small")
 

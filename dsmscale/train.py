@@ -233,10 +233,13 @@ def _teacher(config: TrainConfig, classes: list[str]) -> torch.nn.Module | None:
     """The teacher network, checked to know the same classes in the same order."""
     if config.teacher is None:
         return None
-    ckpt = load_checkpoint(config.teacher)
+    from dsmscale.weights import resolve_model
+
+    path = resolve_model(config.teacher)  # 'default' (the shipped DSM-Net) or a path
+    ckpt = load_checkpoint(path)
     if list(ckpt["classes"]) != list(classes):
-        raise InputError(config.teacher, "teacher classes differ from the dataset's classes")
-    return model_from_checkpoint(ckpt, config.teacher)
+        raise InputError(path, "teacher classes differ from the dataset's classes")
+    return model_from_checkpoint(ckpt, path)
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
