@@ -129,8 +129,8 @@ def _actor_pool(config: RunConfig):
 
 
 def compile_mode(config: RunConfig, particles: int) -> str:
-    """'on' or 'off' for the actors: 'auto' compiles when each actor has enough particles to
-    amortise the one-off compile time (see ``backend.InferenceModel``)."""
+    """The actors' compile setting: 'auto' stays 'auto' (compile where Inductor can) only when each
+    actor has enough particles to amortise the one-off compile time, else 'off'."""
     if config.compile != "auto":
         return config.compile
     actors = config.num_actors[1] if isinstance(config.num_actors, tuple) else config.num_actors
