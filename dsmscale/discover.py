@@ -133,8 +133,9 @@ class ClusterTally:
         rows, clusters = rows[order], clusters[order]
         for start in np.unique(rows // block) * block:
             sel = (rows >= start) & (rows < start + block)
-            chunk = density[start:start + block]
-            np.add.at(self.density_sum, clusters[sel], chunk[rows[sel] - start])
+            chunk, local, members = density[start:start + block], rows[sel] - start, clusters[sel]
+            for c in np.unique(members):
+                self.density_sum[c] += chunk[local[members == c]].sum(0, dtype=np.float64)
 
     def averages(self) -> np.ndarray:
         return (self.density_sum / np.maximum(self.size, 1)[:, None, None, None]).astype(np.float32)
