@@ -35,6 +35,19 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
+def boxes_per_second(predict, batch: int, seconds: float) -> float:
+    """Subtomograms/s of ``predict`` on random normalised 40³ boxes (after one warm-up batch)."""
+    import numpy as np
+
+    boxes = np.random.default_rng(0).standard_normal((batch * 4, 40, 40, 40)).astype(np.float32)
+    predict(boxes[:batch])
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        predict(boxes)
+        n += len(boxes)
+    return n / (time.perf_counter() - start)
+
+
 class TreeMemory:
     """Peak summed RSS and PSS (bytes) of this process and all its descendants, sampled in a
     background thread while the ``with`` block runs."""

@@ -13,11 +13,9 @@ student named is the one scored in the top-level keys. Last stdout line: one JSO
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
 import torch
-from _bench import emit
+from _bench import boxes_per_second, emit
 from torch.utils.flop_counter import FlopCounterMode
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
@@ -37,13 +35,7 @@ def gflop_per_sample(model: torch.nn.Module) -> float:
 def throughput(model: torch.nn.Module, batch: int, seconds: float) -> tuple[float, float]:
     """(subtomograms/s, compile seconds) on random normalised boxes."""
     backend = InferenceModel(model, batch, compile="auto")
-    boxes = np.random.default_rng(0).standard_normal((batch * 4, 40, 40, 40)).astype(np.float32)
-    backend(boxes[:batch])
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        backend(boxes)
-        n += len(boxes)
-    return n / (time.perf_counter() - start), backend.compile_s
+    return boxes_per_second(backend, batch, seconds), backend.compile_s
 
 
 def measure(name: str, checkpoint: str, data: str, batch: int, seconds: float) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import torch
-from _bench import TreeMemory, emit
+from _bench import TreeMemory, boxes_per_second, emit
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
@@ -51,13 +51,8 @@ def model_only(checkpoint: Path, out: Path, batch: int, threads: int, compile: s
         zarr.create_array(str(out / f"{name}.zarr"), shape=(64, 40, 40, 40), chunks=(64, 40, 40, 40),
                           dtype="uint8" if name == "segmentation" else "float32", overwrite=True)
     predictor = Predictor(str(checkpoint), str(out), batch, threads, compile=compile)
-    boxes = np.random.default_rng(0).standard_normal((batch * 4, 40, 40, 40)).astype(np.float32)
-    predictor.predict(boxes[:batch])  # warm-up
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        predictor.predict(boxes)
-        n += len(boxes)
-    return n / (time.perf_counter() - start), predictor.precision, predictor.model.compile_s
+    rate = boxes_per_second(predictor.predict, batch, seconds)
+    return rate, predictor.precision, predictor.model.compile_s
 
 
 def naive(checkpoint: Path, mrc: Path, centres: np.ndarray, threads: int) -> float:
