@@ -89,7 +89,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {"output": str(args.output) if args.output else None, "dataset": args.dataset,
                  "model": args.model, "max_epochs": args.max_epochs, "threads": args.threads,
                  "teacher": getattr(args, "teacher", None),
-                 "distill_loss": getattr(args, "loss", None)}
+                 "distill_loss": getattr(args, "loss", None),
+                 "hard_weight": getattr(args, "hard_weight", None)}
     config = _load_config(TrainConfig, args.config, overrides)
     result = train(config)
     last = result["history"][-1] if result["history"] else {}
@@ -244,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     _training_arguments(p, "dsmnet_small (default), guo_l, guo_m, guo_s")
     p.add_argument("--teacher", required=True, help="teacher: 'default' (shipped) or a .pt path")
     p.add_argument("--loss", choices=("mse", "kl"), help="classification distillation loss")
+    p.add_argument("--hard-weight", type=float, help="share of the loss from the true labels, "
+                   "masks and densities (default 0.5); the rest comes from the teacher")
     p.set_defaults(func=_cmd_train, model="dsmnet_small")
 
     p = sub.add_parser("evaluate", help="metrics and figures of a checkpoint on a split",

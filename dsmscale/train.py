@@ -63,6 +63,9 @@ class TrainConfig(JobConfig):
     distill_loss: Literal["mse", "kl"] = Field(
         "mse", description="classification: MSE on logits (Guo et al.) or temperature-scaled KL")
     temperature: float = Field(4.0, gt=0, description="softening temperature for 'kl'")
+    hard_weight: float = Field(
+        0.5, ge=0, le=1, description="with a teacher: share of the loss from the true labels, "
+        "masks and densities (Hinton et al. 2015); the rest from the teacher's outputs")
 
     def run_hash(self) -> str:
         """Identity of the run: everything that changes its trajectory. The output folder,
@@ -70,7 +73,7 @@ class TrainConfig(JobConfig):
         resumed with a larger budget."""
         exclude = {"output", "threads", "patience"}
         if self.teacher is None:  # hashes of runs made before distillation existed stay valid
-            exclude |= {"teacher", "distill_loss", "temperature"}
+            exclude |= {"teacher", "distill_loss", "temperature", "hard_weight"}
         if self.schedule == "constant":
             exclude.add("max_epochs")
         data = self.model_dump(mode="json", exclude=exclude) | {
@@ -120,7 +123,7 @@ class TrainStep:
                  lr: float = 1e-3, betas=(0.9, 0.99), weights=(1.0, 10.0, 1.0),
                  compile_model: bool = False, device: torch.device | None = None,
                  teacher: torch.nn.Module | None = None, distill_loss: str = "mse",
-                 temperature: float = 4.0):
+                 temperature: float = 4.0, hard_weight: float = 0.5):
         self.device = device or torch.device("cpu")
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
@@ -131,6 +134,7 @@ class TrainStep:
         self.teacher = None if teacher is None else teacher.eval().to(
             self.device, memory_format=self.memory_format)
         self.distill = {"loss": distill_loss, "temperature": temperature}
+        self.hard_weight = hard_weight
 
     def prepare(self, x: torch.Tensor, target: dict[str, torch.Tensor]):
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -143,13 +147,15 @@ class TrainStep:
     def __call__(self, x: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, float]:
         self.model.train()
         x, target = self.prepare(x, target)
-        if self.teacher is None:
-            terms = loss_terms(self.run(x), target, self.weights)
-        else:
+        out = self.run(x)
+        terms = loss_terms(out, target, self.weights)
+        if self.teacher is not None:
             with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                  enabled=self.autocast):
-                soft = self.teacher(x)
-            terms = distill_terms(self.run(x), soft, self.weights, **self.distill)
+                taught = self.teacher(x)
+            soft = distill_terms(out, taught, self.weights, **self.distill)
+            h = self.hard_weight
+            terms = {k: h * terms[k] + (1 - h) * soft[k] for k in terms}
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.optimizer.step()
@@ -257,7 +263,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     model = build_model(config.model, len(classes))
     step = TrainStep(model, precision, config.channels_last, config.lr, config.betas,
                      config.loss_weights, device=device, teacher=_teacher(config, classes),
-                     distill_loss=config.distill_loss, temperature=config.temperature)
+                     distill_loss=config.distill_loss, temperature=config.temperature,
+                     hard_weight=config.hard_weight)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         step.optimizer, max_lr=config.lr, epochs=config.max_epochs,

@@ -5,7 +5,8 @@ import torch
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.errors import InputError
-from dsmscale.train import TrainConfig, distill_terms, train
+from dsmscale.models import build_model
+from dsmscale.train import TrainConfig, TrainStep, distill_terms, loss_terms, train
 
 
 @pytest.mark.parametrize("loss", ["mse", "kl"])
@@ -19,6 +20,25 @@ def test_distill_terms_vanish_when_student_equals_teacher(loss):
     other = {k: v + torch.randn_like(v) for k, v in teacher.items()}
     worse = distill_terms(other, teacher, (1.0, 10.0, 1.0), loss)
     assert worse["cls"] > same["cls"] and worse["seg"] > same["seg"]  # soft CE is minimal at p_t
+
+
+@pytest.mark.parametrize("hard_weight", [0.0, 0.3, 1.0])
+def test_step_mixes_true_and_teacher_losses(hard_weight):
+    torch.manual_seed(0)
+    student, teacher = build_model("dsmnet_small", 3), build_model("dsmnet_small", 3).eval()
+    x = torch.randn(2, 1, 40, 40, 40)
+    target = {"label": torch.tensor([0, 2]), "mask": torch.randint(0, 2, (2, 40, 40, 40)),
+              "density": torch.rand(2, 1, 40, 40, 40)}
+    weights = (1.0, 10.0, 1.0)
+    torch.manual_seed(1)  # same dropout draws as the step below
+    with torch.no_grad():
+        out = student.train()(x)
+        true, soft = loss_terms(out, target, weights), distill_terms(out, teacher(x), weights, "kl")
+    expected = hard_weight * true["total"] + (1 - hard_weight) * soft["total"]
+    step = TrainStep(student, "fp32", channels_last=False, teacher=teacher, distill_loss="kl",
+                     hard_weight=hard_weight)
+    torch.manual_seed(1)
+    assert step(x, target)["total"] == pytest.approx(float(expected), rel=1e-4)
 
 
 def test_student_learns_from_teacher(tiny_dataset, tiny_checkpoint, tmp_path):
