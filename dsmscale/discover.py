@@ -1,12 +1,14 @@
 """Reduce stage: discover complexes by clustering DSM-Net's 1024-d features, streamed.
 
 Features are read from a job's ``particles.parquet/`` in record batches (never all in memory):
-optionally an IncrementalPCA pass, then MiniBatchKMeans ``partial_fit`` passes, then a pass that
-assigns every particle to its nearest centre. Per cluster: size, composition by predicted class
-(and by true class when a truth table is given), mean classifier confidence, and the mean
-recovered density averaged from ``density.zarr`` in chunk-aligned row blocks; FSC against a
-reference map when one is given. Figures: t-SNE of a sample, coloured by cluster and by class;
-central slices of each cluster's average density.
+optionally an IncrementalPCA pass; k-means with k-means++ restarts on a bounded uniform sample
+(``fit_sample`` rows) to place the centres; MiniBatchKMeans ``partial_fit`` passes over every
+particle starting from them; then a pass that assigns every particle to its nearest centre.
+Per cluster: size, composition by predicted class (and by true class when a truth table is
+given), mean classifier confidence, and the mean recovered density averaged from
+``density.zarr`` in chunk-aligned row blocks; FSC against a reference map when one is given.
+Figures: t-SNE of a sample, coloured by cluster and by class; central slices of each cluster's
+average density.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import zarr
 from pydantic import Field
-from sklearn.cluster import MiniBatchKMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import IncrementalPCA
 
 from dsmscale.config import JobConfig
@@ -37,7 +39,11 @@ class DiscoverConfig(JobConfig):
 
     k: int = Field(22, ge=2, description="clusters (22 as in the paper)")
     batch_rows: int = Field(8192, ge=256, description="feature rows per streamed batch")
-    epochs: int = Field(3, ge=1, description="partial_fit passes over the features")
+    fit_sample: int = Field(20_000, ge=100, description="uniform sample (rows) on which the "
+                            "centres are placed by k-means with restarts; bounds the memory")
+    n_init: int = Field(10, ge=1, description="k-means++ restarts on the sample (lowest inertia)")
+    epochs: int = Field(1, ge=0, description="partial_fit refinement passes over all features")
+    minibatch: int = Field(1024, ge=32, description="rows per partial_fit step")
     pca_components: int | None = Field(None, ge=2, description="IncrementalPCA first, if set")
     k_candidates: tuple[int, ...] = Field((8, 12, 16, 22, 28, 36), description="for the k report")
     tsne_sample: int = Field(2000, ge=50)
@@ -76,23 +82,36 @@ def _matrix(batch) -> np.ndarray:
                       dtype=np.float32).reshape(batch.num_rows, -1)
 
 
-def fit_clusters(job: Path, config: DiscoverConfig) -> tuple[MiniBatchKMeans, IncrementalPCA | None]:
-    """Streaming fit: optional IncrementalPCA pass, then ``epochs`` partial_fit passes."""
+def fit_clusters(job: Path, config: DiscoverConfig
+                 ) -> tuple[KMeans | MiniBatchKMeans, IncrementalPCA | None]:
+    """Streaming fit: optional IncrementalPCA pass; centres from k-means (``n_init`` k-means++
+    restarts, Lloyd to convergence) on a uniform sample; ``epochs`` partial_fit passes over all.
+
+    MiniBatchKMeans alone from random seeds lands in poor local minima on these features (a
+    class split in two while two others merge), and a one-update-per-batch ``partial_fit``
+    barely moves its centres; restarts on a sample fix the first, the passes use every particle.
+    """
     pca = None
     if config.pca_components:
         pca = IncrementalPCA(n_components=config.pca_components)
         for batch in feature_batches(job, config.batch_rows):
             if batch.num_rows >= config.pca_components:
                 pca.partial_fit(_matrix(batch))
-    kmeans = MiniBatchKMeans(n_clusters=config.k, random_state=config.seed, n_init=3,
-                             batch_size=min(config.batch_rows, 4096))
+    _, sample = _sample(job, config, config.fit_sample)
+    if len(sample) < config.k:
+        raise InputError(job, f"fewer particles than k={config.k} clusters")
+    seeds = KMeans(n_clusters=config.k, n_init=config.n_init, random_state=config.seed).fit(
+        _project(sample, pca))
+    if config.epochs == 0:
+        return seeds, pca
+    kmeans = MiniBatchKMeans(n_clusters=config.k, init=seeds.cluster_centers_, n_init=1,
+                             random_state=config.seed, batch_size=config.minibatch)
+    rng = np.random.default_rng(config.seed)
     for _ in range(config.epochs):
         for batch in feature_batches(job, config.batch_rows):
-            x = _project(_matrix(batch), pca)
-            if len(x) >= config.k:
-                kmeans.partial_fit(x)
-    if not hasattr(kmeans, "cluster_centers_"):
-        raise InputError(job, f"fewer particles than k={config.k} clusters")
+            x = _project(_matrix(batch), pca)[rng.permutation(batch.num_rows)]
+            for start in range(0, len(x) - config.k + 1, config.minibatch):
+                kmeans.partial_fit(x[start:start + config.minibatch])
     return kmeans, pca
 
 
@@ -205,18 +224,17 @@ def choose_k_report(job: Path, config: DiscoverConfig, sample: np.ndarray) -> di
     return scores
 
 
-def _sample(job: Path, config: DiscoverConfig) -> pd.DataFrame:
-    """A uniform random sample of rows (reservoir-free: keep each batch's share)."""
+def _sample(job: Path, config: DiscoverConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """About ``n`` uniformly drawn rows (each batch keeps its share): particle ids and features."""
     rng = np.random.default_rng(config.seed)
     total = pads.dataset(job / "particles.parquet", format="parquet").count_rows()
-    share = min(1.0, config.tsne_sample / max(total, 1))
-    picked = []
+    share = min(1.0, n / max(total, 1))
+    ids, features = [np.empty(0, np.int64)], [np.empty((0, 0), np.float32)]
     for batch in feature_batches(job, config.batch_rows, ("particle_id", "features")):
         keep = rng.random(batch.num_rows) < share
-        if keep.any():
-            picked.append(pd.DataFrame({"particle_id": batch.column("particle_id").to_numpy()[keep],
-                                        "features": list(_matrix(batch)[keep])}))
-    return pd.concat(picked, ignore_index=True) if picked else pd.DataFrame()
+        ids.append(batch.column("particle_id").to_numpy()[keep])
+        features.append(_matrix(batch)[keep])
+    return np.concatenate(ids), np.concatenate([f for f in features if f.size] or features)
 
 
 def discover(job: str | Path, config: DiscoverConfig | None = None,
@@ -239,8 +257,7 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
     np.save(out / "cluster_averages.npy", averages)
     clusters = [_cluster_entry(tally, c, averages[c], references, voxel_size_nm)
                 for c in range(config.k)]
-    sample = _sample(job, config)
-    features = np.stack(sample["features"]) if len(sample) else np.empty((0, 1))
+    ids, features = _sample(job, config, config.tsne_sample)
     summary = {"k": config.k, "particles": int(tally.size.sum()), "clusters": clusters,
                "silhouette_by_k": choose_k_report(job, config, _project(features, pca))
                if len(features) > max(config.k_candidates) else {},
@@ -249,10 +266,10 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
         summary |= agreement(tally.contingency())
     scores = pd.Series(tally.score_sum / np.maximum(tally.size, 1))[tally.size > 0]
     summary["low_confidence_clusters"] = scores[scores < scores.median() * 0.8].index.tolist()
-    if len(sample) >= 10:
-        labelled = sample.merge(_rows_of(out / "clusters.parquet", sample["particle_id"]),
-                                on="particle_id")
-        tsne_figure(np.stack(labelled["features"]), labelled, out / "tsne.png", config.seed)
+    if len(ids) >= 10:
+        labelled = pd.DataFrame({"particle_id": ids}).merge(
+            _rows_of(out / "clusters.parquet", pd.Series(ids)), on="particle_id", how="left")
+        tsne_figure(features, labelled, out / "tsne.png", config.seed)
     density_gallery(averages, tally.size.tolist(), out / "cluster_averages.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -55,6 +55,15 @@ def test_streaming_kmeans_recovers_clusters_and_averages(tmp_path):
     assert (tmp_path / "discovery" / "tsne.png").is_file()
 
 
+@pytest.mark.parametrize("epochs", [0, 2])
+def test_centres_from_a_sample_then_refined_over_all(tmp_path, epochs):
+    truth = fake_job(tmp_path, n_per=60, k=12)
+    summary = discover(tmp_path, DiscoverConfig(k=12, batch_rows=256, fit_sample=300,
+                                                epochs=epochs, minibatch=64, tsne_sample=60,
+                                                k_candidates=(12,)), truth=truth)
+    assert summary["ari"] > 0.99 and summary["particles"] == len(truth)
+
+
 def test_incremental_pca_path(tmp_path):
     truth = fake_job(tmp_path, n_per=80)
     summary = discover(tmp_path, DiscoverConfig(k=3, batch_rows=256, pca_components=16,
