@@ -9,8 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from dsmscale.errors import InputError
+from dsmscale.errors import InputError, one_line, user_facing_error
 
+RESUME_HINT = " (finished work units are kept: fix the cause and rerun the same command to resume)"
 EPILOG = """Conventions: arrays are (z, y, x); particle coordinates are pixels of a stated pyramid
 level; voxel sizes and OME-Zarr scales are in Å; picker sigmas are in nm. See README.md."""
 
@@ -301,12 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except InputError as exc:
-        print(f"dsmscale {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        error = user_facing_error(exc)
+        if error is None:
+            raise
+        hint = RESUME_HINT if args.command == "run" and isinstance(error, OSError) else ""
+        print(f"dsmscale {args.command}: error: {one_line(error)}{hint}", file=sys.stderr)
+        return 2 if isinstance(error, InputError) else 1
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ Usage: python jobs/bench_discover.py [--rows 10000 100000 1000000] [--k 22]
 
 For each N, writes a synthetic job output (N rows of 1024-d float32 features in Parquet parts of
 4,096 rows, k Gaussian clusters, and 8³ density boxes) and, in a fresh process, runs the whole
-reduce stage (`discover`: k-means on a bounded sample, streamed partial_fit pass, the assignment pass with per-cluster
-tallies and density averages, the k report and t-SNE on a sample), reporting peak RSS (VmHWM),
-time and cluster purity. Features alone are 4 GB at 10⁶ rows: the
-reduce stage must not hold them. Last stdout line: one JSON object.
+reduce stage (`discover`: k-means on a bounded sample, a streamed partial_fit pass, the
+assignment pass with per-cluster tallies and density averages, the k report and t-SNE on a
+sample), reporting peak RSS (VmHWM), time and cluster purity. Features alone are 4 GB at 10⁶
+rows: the reduce stage must not hold them. Last stdout line: one JSON object.
 """
 
 from __future__ import annotations

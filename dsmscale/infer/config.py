@@ -39,7 +39,8 @@ class RunConfig(JobConfig):
         "auto", description="torch.compile the model in each actor; 'auto': when the job has "
         f"at least {COMPILE_MIN_PARTICLES} particles per actor to amortise the compile time")
     cpus_per_extract_task: float = Field(1.0, gt=0)
-    max_restarts: int = Field(3, ge=0, description="actor restarts before the job fails")
+    max_restarts: int = Field(3, ge=0, description="actor restarts, and in-place retries of a "
+                              "work unit after an I/O error (OSError), before the job fails")
     max_particles_per_unit: int = Field(512, ge=1, description="work unit size cap")
     object_store_budget_gb: float = Field(
         1.0, gt=0, description="Ray Data's object-store budget for subtomograms in flight "

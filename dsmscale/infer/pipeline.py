@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from dsmscale.errors import InputError
 from dsmscale.infer.config import COMPILE_MIN_PARTICLES, RunConfig
 from dsmscale.infer.predictor import Predictor, extract_batch
 from dsmscale.infer.units import ROW_CHUNK, Plan, plan_units
+from dsmscale.io.atomic import write_file_atomic
 from dsmscale.io.omezarr import compressor_for, open_tomogram
 from dsmscale.io.particles import ParticleTable, read_particles
 from dsmscale.parallel import ensure_ray
@@ -32,6 +34,7 @@ from dsmscale.pick import pick_particles
 from dsmscale.report.job import write_job_report
 from dsmscale.weights import resolve_model
 
+IO_ERROR_PATTERN = r"\[Errno \d+\]"  # how every OSError's message starts
 MRC_SUFFIXES = (".mrc", ".map", ".rec", ".mrc.gz", ".mrc.bz2", ".map.gz", ".rec.gz")
 
 
@@ -137,14 +140,25 @@ def compile_mode(config: RunConfig, particles: int) -> str:
     return "auto" if particles / actors >= COMPILE_MIN_PARTICLES else "off"
 
 
-def limit_object_store(budget_gb: float) -> None:
-    """Cap the object-store memory Ray Data may fill with extracted units. Extraction outruns the
-    model, and Ray Data's default budget is a share of the node's RAM, so without a cap the queue
-    of boxes waiting for an actor grows with the machine rather than staying a few units."""
+def configure_data_context(budget_gb: float, io_retries: int) -> None:
+    """Cap the object-store memory Ray Data may fill with extracted units, and retry I/O errors.
+
+    Extraction outruns the model, and Ray Data's default budget is a share of the node's RAM, so
+    without a cap the queue of boxes waiting for an actor grows with the machine rather than
+    staying a few units. Ray Data retries no user error by default; an ``OSError`` (a network
+    file system hiccup, a full disk) in an extraction task or a model actor is retried in place
+    ``io_retries`` times with backoff, while bad input (`InputError`) fails at once. Errors
+    reach the driver as raised (not wrapped in Ray Data's ``UserCodeException``, whose pickled
+    form drops the cause), so the CLI can report them in one line.
+    """
     from ray.data import DataContext, ExecutionResources
 
-    options = DataContext.get_current().execution_options
-    options.resource_limits = ExecutionResources.for_limits(object_store_memory=budget_gb * 1e9)
+    context = DataContext.get_current()
+    context.execution_options.resource_limits = ExecutionResources.for_limits(
+        object_store_memory=budget_gb * 1e9)
+    context.retried_map_errors = [IO_ERROR_PATTERN]
+    context.max_map_retries = io_retries
+    context.raise_original_map_exception = True
 
 
 def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) -> dict:
@@ -160,7 +174,7 @@ def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) ->
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     total = int(todo["n"].sum())
-    limit_object_store(config.object_store_budget_gb)
+    configure_data_context(config.object_store_budget_gb, config.max_restarts)
     ds = ray.data.from_items(_unit_items(todo, plan), override_num_blocks=len(todo))
     ds = ds.map_batches(extract_batch, batch_size=1, fn_kwargs={"box": config.box},
                         num_cpus=config.cpus_per_extract_task, max_retries=3)
@@ -228,13 +242,25 @@ def read_results_schema(out: Path) -> list[str]:
     return pads.dataset(out / "particles.parquet", format="parquet").schema.names
 
 
+def open_job_folder(out: Path) -> Path:
+    """Create (or reopen, to resume) the job folder. Its ``summary.json`` marks a finished job,
+    so an old one is removed first: while this run works, the job is not complete."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, f"cannot create output folder ({exc.strerror})") from exc
+    if not os.access(out, os.W_OK):
+        raise InputError(out, "output folder is not writable")
+    (out / "summary.json").unlink(missing_ok=True)
+    return out
+
+
 def run_job(config: RunConfig) -> dict:
     """Run (or resume) a job; returns the summary also written to OUTPUT/summary.json."""
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     checkpoint = resolve_model(config.model)
     model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)  # fail here, in one line
+    out = open_job_folder(Path(config.output))
+    (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     start, timings = time.perf_counter(), {}
     ensure_ray(config.ray_address)
     plan = _load_or_plan(config, out, timings)
@@ -256,7 +282,7 @@ def run_job(config: RunConfig) -> dict:
                "end_to_end_per_s": stats["particles_processed"] / wall if wall else 0.0,
                "timings_s": timings, "model": str(checkpoint), "outputs": tables,
                "discovery": discovery}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_file_atomic(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
     discovery_summary = out / "discovery" / "summary.json"
     write_job_report(out, summary, json.loads(discovery_summary.read_text())
                      if discovery and "k" in discovery else None)

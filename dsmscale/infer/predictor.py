@@ -21,7 +21,9 @@ import torch
 import zarr
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
+from dsmscale.errors import naming_io_errors
 from dsmscale.extract import WorkUnit, extract_unit
+from dsmscale.failpoints import failpoint
 from dsmscale.hardware import configure_threads
 from dsmscale.infer.backend import CompileMode, InferenceModel
 from dsmscale.io.atomic import write_file_atomic
@@ -37,9 +39,12 @@ def extract_batch(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarra
     """Ray Data map_batches function (batch_size=1): cut one unit's normalised boxes."""
     meta = batch["particles"][0]
     particles = pd.DataFrame({k: meta[k] for k in ("particle_id", "z", "y", "x")})
-    tomo = _tomogram(str(batch["store"][0]), int(batch["level"][0]))
-    unit = WorkUnit(tomo.source, tomo.level, 0, tomo.shape[0], particles)
-    parts = list(extract_unit(tomo, unit, box, batch_size=256, normalise=True))
+    store = str(batch["store"][0])
+    with naming_io_errors(f"reading {store}"):
+        failpoint("extract", store)
+        tomo = _tomogram(store, int(batch["level"][0]))
+        unit = WorkUnit(tomo.source, tomo.level, 0, tomo.shape[0], particles)
+        parts = list(extract_unit(tomo, unit, box, batch_size=256, normalise=True))
     return {
         "unit_id": batch["unit_id"], "tomogram": batch["tomogram"], "row0": batch["row0"],
         "voxel_size_a": np.array([tomo.voxel_size_a]),
@@ -90,11 +95,13 @@ class Predictor:
         out = self.predict(boxes)
         model_s = time.perf_counter() - start
         rows = slice(row0, row0 + len(ids))
-        if "seg" in out:
-            self.seg[rows] = out["seg"]
-        if "rec" in out:
-            self.rec[rows] = out["rec"]
-        self._write_part(batch, out)
+        with naming_io_errors(f"writing unit {unit_id} to {self.output}"):
+            failpoint("write", self.output)
+            if "seg" in out:
+                self.seg[rows] = out["seg"]
+            if "rec" in out:
+                self.rec[rows] = out["rec"]
+            self._write_part(batch, out)
         import ray
 
         return {"unit_id": np.array([unit_id]), "n": np.array([len(ids)]),

@@ -8,6 +8,8 @@ import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import yaml
 
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.particles import make_particles, write_csv
@@ -99,6 +101,10 @@ EXTRACT_CASES = {
     "empty": (lambda t: (t / "p.csv").write_text("z,y,x,voxel_size_a\n") and t / "p.csv",
               "empty"),
     "voxel mismatch": (lambda t: _csv(t, [[10, 10, 10]], voxel_size=12.0), "voxel size mismatch"),
+    "duplicate ids": (lambda t: pd.DataFrame({"particle_id": [3, 4, 3], "z": [10, 20, 30],
+                                              "y": [40] * 3, "x": [40] * 3, "voxel_size_a": 8.0}
+                                             ).to_csv(t / "p.csv", index=False) or t / "p.csv",
+                      "1 duplicate particle ids (first: 3)"),
     "star without coordinates": (
         lambda t: (pd.DataFrame({"rlnTomoName": ["a"]}).to_csv(t / "p.star"), t / "p.star")[1],
         "p.star"),
@@ -120,3 +126,64 @@ def test_bad_config_is_one_line(tmp_path):
     src = write_volume(tmp_path / "ok.mrc", np.ones((8, 8, 8)), 10.0)
     result = run_cli("convert", src, "-o", tmp_path / "o.zarr", "--config", cfg)
     assert_clean_failure(result, "c.yaml", "config key", tmp_path)
+
+
+def _other_architecture(tmp, checkpoint):
+    ckpt = torch.load(checkpoint, weights_only=True)
+    torch.save(ckpt | {"model": "dsmnet_small"}, tmp / "other.pt")
+    return tmp / "other.pt", "weights do not fit model 'dsmnet_small'"
+
+
+def _truncated_checkpoint(tmp, checkpoint):
+    data = Path(checkpoint).read_bytes()
+    (tmp / "cut.pt").write_bytes(data[: len(data) // 2])
+    return tmp / "cut.pt", "not a readable checkpoint"
+
+
+def _not_a_checkpoint(tmp, checkpoint):
+    torch.save({"weights": torch.zeros(3)}, tmp / "plain.pt")
+    return tmp / "plain.pt", "not a dsmscale checkpoint"
+
+
+RUN_CHECKPOINT_CASES = {"other architecture": _other_architecture,
+                        "truncated": _truncated_checkpoint, "foreign file": _not_a_checkpoint}
+
+
+def _run_yaml(tmp, store, **keys) -> Path:
+    table = _csv(tmp, [[40, 60, 70]])
+    config = {"tomograms": [str(store)], "particles": [str(table)], "output": str(tmp / "job"),
+              **keys}
+    (tmp / "job.yaml").write_text(yaml.safe_dump(config))
+    return tmp / "job.yaml"
+
+
+def assert_job_not_started(tmp):
+    """Rejected before any work: no job folder, so nothing can look complete."""
+    assert not (tmp / "job").exists()
+
+
+@pytest.mark.parametrize("case", list(RUN_CHECKPOINT_CASES))
+def test_run_rejects_checkpoint(tmp_path, store, tiny_checkpoint, case):
+    checkpoint, problem = RUN_CHECKPOINT_CASES[case](tmp_path, tiny_checkpoint)
+    result = run_cli("run", "--config", _run_yaml(tmp_path, store, model=str(checkpoint)))
+    assert_clean_failure(result, checkpoint.name, problem, tmp_path)
+    assert_job_not_started(tmp_path)
+
+
+@pytest.mark.parametrize(("keys", "problem"), [
+    ({"batch_sizes": 8}, "config key 'batch_sizes': Extra inputs are not permitted"),
+    ({"batch_size": "many"}, "config key 'batch_size': Input should be a valid integer"),
+    ({"edge": "wrap"}, "config key 'edge'"),
+])
+def test_run_rejects_config(tmp_path, store, keys, problem):
+    result = run_cli("run", "--config", _run_yaml(tmp_path, store, **keys))
+    assert_clean_failure(result, "job.yaml", problem, tmp_path)
+    assert_job_not_started(tmp_path)
+
+
+def test_run_unwritable_output(tmp_path, store, tiny_checkpoint):
+    (tmp_path / "afile").write_text("x")
+    config = _run_yaml(tmp_path, store, model=str(tiny_checkpoint),
+                       output=str(tmp_path / "afile" / "job"))
+    result = run_cli("run", "--config", config)
+    assert_clean_failure(result, "afile", "cannot create output folder", tmp_path)
