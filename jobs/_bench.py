@@ -50,10 +50,11 @@ def boxes_per_second(predict, batch: int, seconds: float) -> float:
 
 class TreeMemory:
     """Peak summed RSS and PSS (bytes) of this process and all its descendants, sampled in a
-    background thread while the ``with`` block runs."""
+    background thread while the ``with`` block runs; ``samples`` holds (time s, RSS, PSS)."""
 
     def __init__(self, interval_s: float = 1.0):
         self.peak_rss = self.peak_pss = 0
+        self.samples: list[tuple[float, int, int]] = []
         self.interval_s, self._stop = interval_s, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -73,6 +74,7 @@ class TreeMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             rss, pss = self.sample()
+            self.samples.append((time.perf_counter(), rss, pss))
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self._stop.wait(self.interval_s)
 
@@ -88,7 +90,7 @@ class TreeMemory:
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+                              text=True, check=True, cwd=os.path.dirname(__file__)).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
