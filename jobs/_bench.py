@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 
@@ -48,43 +49,58 @@ def boxes_per_second(predict, batch: int, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
-class TreeMemory:
-    """Peak summed RSS and PSS (bytes) of this process and all its descendants, sampled in a
-    background thread while the ``with`` block runs; ``samples`` holds (time s, RSS, PSS)."""
+class Sampler:
+    """Calls ``measure()`` every ``interval_s`` in a background thread while the ``with`` block
+    runs; ``samples`` holds (perf_counter time in s, value)."""
 
-    def __init__(self, interval_s: float = 1.0):
-        self.peak_rss = self.peak_pss = 0
-        self.samples: list[tuple[float, int, int]] = []
-        self.interval_s, self._stop = interval_s, threading.Event()
+    def __init__(self, measure: Callable[[], object], interval_s: float = 1.0):
+        self.measure, self.interval_s = measure, interval_s
+        self.samples: list[tuple[float, object]] = []
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> tuple[int, int]:
-        import psutil
-
-        me = psutil.Process()
-        rss = pss = 0
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                info = proc.memory_full_info()
-            except psutil.Error:
-                continue
-            rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
-        return rss, pss
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss, pss = self.sample()
-            self.samples.append((time.perf_counter(), rss, pss))
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self.samples.append((time.perf_counter(), self.measure()))
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> TreeMemory:
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def tree_memory() -> tuple[int, int]:
+    """Summed RSS and PSS (bytes) of this process and all its descendants."""
+    import psutil
+
+    me = psutil.Process()
+    rss = pss = 0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            info = proc.memory_full_info()
+        except psutil.Error:
+            continue
+        rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
+    return rss, pss
+
+
+class TreeMemory(Sampler):
+    """Summed RSS and PSS of this process tree, sampled; samples are (time, (RSS, PSS))."""
+
+    def __init__(self, interval_s: float = 1.0):
+        super().__init__(tree_memory, interval_s)
+
+    @property
+    def peak_rss(self) -> int:
+        return max((rss for _, (rss, _) in self.samples), default=0)
+
+    @property
+    def peak_pss(self) -> int:
+        return max((pss for _, (_, pss) in self.samples), default=0)
 
 
 def git_commit() -> str:

@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from _bench import TreeMemory, emit
+from _bench import Sampler, TreeMemory, emit
 
 from dsmscale.checkpoints import load_checkpoint
 from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
@@ -99,15 +98,12 @@ def write_inputs(work: Path, particles: int, stores: int, seed: int = 0
     return tomograms, tables, counts
 
 
-class PartCounter:
+class PartCounter(Sampler):
     """Particles finished over time: rows of the Parquet parts, counted as they appear."""
 
     def __init__(self, parts: Path, interval_s: float):
-        self.parts, self.interval_s = parts, interval_s
-        self.samples: list[tuple[float, int]] = []
-        self._seen: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(self._count, interval_s)
+        self.parts, self._seen = parts, {}
 
     def _count(self) -> int:
         for path in self.parts.glob("*.parquet") if self.parts.is_dir() else []:
@@ -117,19 +113,6 @@ class PartCounter:
                 except OSError:
                     continue
         return sum(self._seen.values())
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.perf_counter(), self._count()))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> PartCounter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def quarters(memory: TreeMemory, counter: PartCounter) -> dict:
@@ -142,7 +125,7 @@ def quarters(memory: TreeMemory, counter: PartCounter) -> dict:
     edges = np.linspace(t0, t1, 5)
     rss, rate = [], []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
-        inside = [r for t, r, _ in memory.samples if a <= t <= b]
+        inside = [rss for t, (rss, _) in memory.samples if a <= t <= b]
         rss.append(float(np.median(inside)) / 1e9 if inside else float("nan"))
         ts, ns = np.array([t for t, _ in done]), np.array([n for _, n in done])
         rate.append(float(np.interp(b, ts, ns) - np.interp(a, ts, ns)) / (b - a))
