@@ -66,7 +66,7 @@ slim['state_dict'].values()):,} parameters and buffers, {target.stat().st_size /
   betas {cfg['betas']}, batch {cfg['batch_size']}, {cfg['max_epochs']} epochs {cfg['schedule']},
   seed {cfg['seed']}; best epoch (lowest validation loss) {ckpt['epoch'] + 1} of
   {cfg['max_epochs']}.
-- **Command:** `{' '.join(['python', *sys.argv])}` at commit `{commit}`; run hash
+{_distillation(cfg)}- **Command:** `{' '.join(['python', *sys.argv])}` at commit `{commit}`; run hash
   `{ckpt['run_hash']}`.
 
 ## Test-split metrics (this checkpoint, `dsmscale evaluate`)
@@ -80,6 +80,17 @@ bootstrap, then fine-tune on labelled real data).
 """
     target.with_suffix(".md").write_text(card)
     print(card)
+
+
+def _distillation(cfg: dict) -> str:
+    """The model card's distillation line (empty for a model trained on labels alone)."""
+    if not cfg.get("teacher"):
+        return ""
+    loss = cfg["distill_loss"] + (f" at T = {cfg['temperature']:g}" if cfg["distill_loss"] == "kl"
+                                  else "")
+    return (f"- **Distilled from:** `{cfg['teacher']}` ('default' is the shipped DSM-Net) — "
+            f"classification {loss}, soft segmentation and recovery; "
+            f"{cfg['hard_weight']:g} of the loss from the true targets.\n")
 
 
 def _pct(value) -> str:
