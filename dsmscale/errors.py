@@ -35,7 +35,7 @@ def user_facing_error(exc: BaseException) -> InputError | OSError | None:
             continue
         if isinstance(exc, (InputError, OSError)):
             return exc
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__  # explicit chaining only: a context may be unrelated
     return None
 
 
