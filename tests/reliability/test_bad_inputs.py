@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from dsmscale.errors import InputError
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.particles import make_particles, write_csv
 
@@ -187,3 +188,25 @@ def test_run_unwritable_output(tmp_path, store, tiny_checkpoint):
                        output=str(tmp_path / "afile" / "job"))
     result = run_cli("run", "--config", config)
     assert_clean_failure(result, "afile", "cannot create output folder", tmp_path)
+
+
+@pytest.mark.parametrize(("kind", "line"), [
+    ("input", "table.star: 2 duplicate particle ids (first: 7)"),
+    ("io", "No space left on device (writing unit u1 to /job)"),
+])
+def test_errors_from_ray_tasks_come_back_as_one_line(ray_session, kind, line):
+    from dsmscale.errors import naming_io_errors, one_line, user_facing_error
+
+    def fails_in_a_task(kind: str):  # nested: Ray ships it by value, not by module name
+        if kind == "input":
+            raise InputError("table.star", "2 duplicate particle ids (first: 7)")
+        with naming_io_errors("writing unit u1 to /job"):
+            raise OSError(28, "No space left on device", "/job/particles.parquet")
+
+    task = ray_session.remote(max_retries=0)(fails_in_a_task)
+    with pytest.raises(Exception) as caught:
+        ray_session.get(task.remote(kind))
+    error = user_facing_error(caught.value)
+    assert error is not None, repr(caught.value)[:800]
+    assert one_line(error) == line
+    assert user_facing_error(RuntimeError("a bug")) is None  # bugs keep their traceback
