@@ -65,3 +65,21 @@ def test_teacher_with_other_classes_is_a_clear_error(tiny_dataset, tiny_checkpoi
                          max_epochs=1)
     with pytest.raises(InputError, match="teacher classes differ"):
         train(config, progress=False)
+
+
+def test_shipped_student_replaces_the_teacher_in_a_job():
+    from dsmscale.weights import resolve_model
+
+    teacher, student = (load_checkpoint(resolve_model(name)) for name in ("default", "student"))
+    assert student["model"] == "dsmnet_small" and student["config"]["teacher"] == "default"
+    assert student["classes"] == teacher["classes"]
+    model = model_from_checkpoint(student)
+    with torch.no_grad():
+        out = model(torch.zeros(2, 1, 40, 40, 40))
+    assert set(out) == {"features", "logits", "seg", "rec"}  # all three heads, as the teacher
+    assert out["features"].shape == (2, 1024)
+
+    def size(ckpt):
+        return sum(v.numel() for v in ckpt["state_dict"].values())
+
+    assert size(student) * 3 < size(teacher)
