@@ -6,6 +6,7 @@ config file and the offending key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from dsmscale.errors import InputError
 
 C = TypeVar("C", bound="JobConfig")
+TYPE_TAGS = {"int", "float", "str", "bool", "list", "tuple", "dict", "none"}
+
+
+def config_key(loc: tuple) -> str:
+    """The dotted key of a validation error, without pydantic's union-member tags
+    (``batch_size.constrained-int`` → ``batch_size``)."""
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (
+        p in TYPE_TAGS or re.search(r"[-\[\]()]", p)))]
+    return ".".join(parts) or "<root>"
 
 
 class JobConfig(BaseModel):
@@ -40,9 +50,10 @@ class JobConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"]) or "<root>"
-            raise InputError(source, f"config key '{key}': {err['msg']}") from exc
+            errors = exc.errors()
+            key = config_key(errors[0]["loc"])
+            problems = [e["msg"] for e in errors if config_key(e["loc"]) == key]
+            raise InputError(source, f"config key '{key}': {' or '.join(problems)}") from exc
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the config as YAML (round-trips through `from_yaml`)."""

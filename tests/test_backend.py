@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsmscale.infer.backend import InferenceModel
+from dsmscale.infer.backend import BATCH_CANDIDATES, InferenceModel
 from dsmscale.models import build_model
 
 
@@ -43,3 +43,22 @@ def test_wrong_box_shape_is_a_clear_error(model_and_boxes):
     model, _ = model_and_boxes
     with pytest.raises(ValueError, match=r"expected boxes of shape \(n, 40, 40, 40\)"):
         InferenceModel(model, 2, compile="off")(np.zeros((2, 32, 32, 32), np.float32))
+
+
+def test_auto_batch_size_is_the_fastest_timed_candidate(model_and_boxes):
+    model, _ = model_and_boxes
+    boxes = np.random.default_rng(1).standard_normal((5, 16, 16, 16)).astype(np.float32)
+    tuned = InferenceModel(copy.deepcopy(model), "auto", box=16, compile="off", precision="fp32")
+    rates = tuned.batch_rates
+    assert rates and set(rates) <= set(BATCH_CANDIDATES)
+    assert tuned.batch_size == max(rates, key=rates.get)
+    fixed = InferenceModel(copy.deepcopy(model), 2, box=16, compile="off", precision="fp32")
+    want, got = fixed(boxes), tuned(boxes)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [0, "big", 2.5])
+def test_bad_batch_size_is_a_clear_error(model_and_boxes, bad):
+    with pytest.raises(ValueError, match="batch_size must be 'auto' or an integer"):
+        InferenceModel(model_and_boxes[0], bad, compile="off")

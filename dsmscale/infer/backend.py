@@ -5,6 +5,9 @@
 - device: CUDA when torch sees a GPU (the Ray actor was given one), else CPU;
 - precision: bf16 autocast on GPUs and on CPUs with native bf16 (AMX / AVX-512-bf16), else fp32;
 - memory format: channels_last_3d (oneDNN's and cuDNN's fast 3D convolution layout);
+- batch size: given, or ``"auto"``: the fastest of `BATCH_CANDIDATES` timed at start-up (CPU
+  throughput peaks at a small batch whose activations stay in cache; a GPU's near the largest
+  batch that fits in its memory);
 - compilation: ``torch.compile`` (Inductor, with weight freezing on CPU) when a C++ compiler or
   CUDA is present. It compiles for one batch shape, so every mini-batch is padded to
   ``batch_size``; the one-off compile time is measured at start-up (``compile_s``) and must be
@@ -23,6 +26,8 @@ import torch
 from dsmscale.hardware import resolve_precision
 
 CompileMode = Literal["auto", "on", "off"]
+BATCH_CANDIDATES = (4, 8, 16, 32, 64, 128, 256)
+CPU_MAX_BATCH = 64  # larger CPU batches only add activation memory (GBs for DSM-Net at 40³)
 
 
 def should_compile(mode: CompileMode, device: torch.device) -> bool:
@@ -35,20 +40,49 @@ def should_compile(mode: CompileMode, device: torch.device) -> bool:
 class InferenceModel:
     """A model prepared for batched inference; call it on (n, B, B, B) float32 boxes."""
 
-    def __init__(self, model: torch.nn.Module, batch_size: int, box: int = 40,
+    def __init__(self, model: torch.nn.Module, batch_size: int | Literal["auto"], box: int = 40,
                  compile: CompileMode = "auto", precision: str = "auto",
                  device: torch.device | None = None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be 'auto' or an integer >= 1, got {batch_size!r}")
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = resolve_precision(precision, self.device)
-        self.batch_size, self.box = batch_size, box
+        self.box = box
         self.model = model.eval().to(self.device, memory_format=torch.channels_last_3d)
+        self.batch_rates: dict[int, float] = {}  # boxes/s per candidate when tuned
+        self.batch_size = self._tune_batch_size() if batch_size == "auto" else batch_size
         self.compiled = should_compile(compile, self.device)
         self.forward = self.model
         self.compile_s = 0.0
         if self.compiled:
             self.forward = self._compile()
+
+    @torch.inference_mode()
+    def _tune_batch_size(self) -> int:
+        """Time the eager model on zero boxes at growing batch sizes; stop at the first that is
+        out of memory or 5 % slower than the best so far, and return the best."""
+        for size in BATCH_CANDIDATES:
+            if self.device.type == "cpu" and size > CPU_MAX_BATCH:
+                break
+            x = self._to_device(np.zeros((size,) + (self.box,) * 3, np.float32))
+            try:
+                with self._autocast():
+                    self.model(x)  # warm-up: kernels chosen, memory allocated
+                    self._synchronise()
+                    start = time.perf_counter()
+                    self.model(x)
+                    self._synchronise()
+            except torch.OutOfMemoryError:
+                break
+            rate = size / (time.perf_counter() - start)
+            if self.batch_rates and rate < 0.95 * max(self.batch_rates.values()):
+                break
+            self.batch_rates[size] = rate
+        return max(self.batch_rates, key=self.batch_rates.get)
+
+    def _synchronise(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
 
     def _compile(self):
         """Compile and run once on a zero batch, timing the one-off cost."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -30,7 +30,9 @@ class RunConfig(JobConfig):
     level: int = Field(0, ge=0, description="pyramid level the model sees")
     edge: Literal["pad", "skip"] = "pad"
     voxel_size_a: float | None = Field(None, gt=0, description="for tables without a pixel size")
-    batch_size: int = Field(16, ge=1, description="subtomograms per forward pass")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="subtomograms per forward pass; 'auto': the fastest of 4-256 timed "
+        "by each actor at start-up (small on CPUs, large on GPUs)")
     num_actors: int | tuple[int, int] = Field(1, description="fixed size or (min, max)")
     gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 if GPUs exist")
     cpus_per_actor: float = Field(1.0, gt=0)

@@ -9,6 +9,7 @@ unit's Parquet part. A part file on disk therefore means the unit is complete.
 
 from __future__ import annotations
 
+import sys
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -58,7 +59,8 @@ def extract_batch(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarra
 class Predictor:
     """Actor: one model per process, one work unit per call."""
 
-    def __init__(self, checkpoint: str, output: str, batch_size: int, threads: int | None = None,
+    def __init__(self, checkpoint: str, output: str, batch_size: int | str,
+                 threads: int | None = None,
                  compile: CompileMode = "off", box: int = 40):
         if not torch.cuda.is_available():
             configure_threads(threads)
@@ -67,6 +69,9 @@ class Predictor:
         self.density_scale = float(ckpt["normalisation"]["density_scale"])
         self.model = InferenceModel(model_from_checkpoint(ckpt, checkpoint), batch_size, box,
                                     compile=compile)
+        print(f"inference actor: {self.model.device}, {self.model.precision}, batch "
+              f"{self.model.batch_size}{' (tuned)' if batch_size == 'auto' else ''}, compiled "
+              f"{self.model.compiled} ({self.model.compile_s:.1f} s)", file=sys.stderr)
         self.output = Path(output)
         self.seg = zarr.open_array(str(self.output / "segmentation.zarr"), mode="r+")
         self.rec = zarr.open_array(str(self.output / "density.zarr"), mode="r+")
