@@ -116,12 +116,14 @@ class PartCounter(Sampler):
 
 
 def quarters(memory: TreeMemory, counter: PartCounter) -> dict:
-    """Median RSS (GB) and throughput (particles/s) in each quarter of the inference stage
-    (from the first finished part to the last)."""
+    """Median RSS (GB) and throughput (particles/s) in each quarter of the inference stage."""
+    total = max((n for _, n in counter.samples), default=0)
     done = [(t, n) for t, n in counter.samples if n > 0]
     if len(done) < 8:
         return {}
-    t0, t1 = done[0][0], done[-1][0]
+    # from the first finished part to the sample that saw the last one (not the end of the
+    # sampling, which also covers the job's closing tables and report)
+    t0, t1 = done[0][0], next(t for t, n in done if n == total)
     edges = np.linspace(t0, t1, 5)
     rss, rate = [], []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
