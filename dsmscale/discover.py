@@ -82,10 +82,11 @@ def _matrix(batch) -> np.ndarray:
                       dtype=np.float32).reshape(batch.num_rows, -1)
 
 
-def fit_clusters(job: Path, config: DiscoverConfig
+def fit_clusters(job: Path, config: DiscoverConfig, sample: np.ndarray
                  ) -> tuple[KMeans | MiniBatchKMeans, IncrementalPCA | None]:
     """Streaming fit: optional IncrementalPCA pass; centres from k-means (``n_init`` k-means++
-    restarts, Lloyd to convergence) on a uniform sample; ``epochs`` partial_fit passes over all.
+    restarts, Lloyd to convergence) on ``sample`` (a uniform sample of the features, see
+    `_sample`); ``epochs`` partial_fit passes over all.
 
     MiniBatchKMeans alone from random seeds lands in poor local minima on these features (a
     class split in two while two others merge), and a one-update-per-batch ``partial_fit``
@@ -97,7 +98,6 @@ def fit_clusters(job: Path, config: DiscoverConfig
         for batch in feature_batches(job, config.batch_rows):
             if batch.num_rows >= config.pca_components:
                 pca.partial_fit(_matrix(batch))
-    _, sample = _sample(job, config, config.fit_sample)
     if len(sample) < config.k:
         raise InputError(job, f"fewer particles than k={config.k} clusters")
     seeds = KMeans(n_clusters=config.k, n_init=config.n_init, random_state=config.seed).fit(
@@ -250,14 +250,16 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
     job, config = Path(job), config or DiscoverConfig()
     out = job / "discovery"
     out.mkdir(exist_ok=True)
-    kmeans, pca = fit_clusters(job, config)
+    ids, sample = _sample(job, config, max(config.fit_sample, config.tsne_sample))
+    kmeans, pca = fit_clusters(job, config, sample)
     truth_map = None if truth is None else truth.set_index("particle_id")["class_name"]
     tally = assign_clusters(job, kmeans, pca, config, out, truth_map)
     averages = tally.averages()
     np.save(out / "cluster_averages.npy", averages)
     clusters = [_cluster_entry(tally, c, averages[c], references, voxel_size_nm)
                 for c in range(config.k)]
-    ids, features = _sample(job, config, config.tsne_sample)
+    pick = np.random.default_rng(config.seed).permutation(len(ids))[:config.tsne_sample]
+    ids, features = ids[pick], sample[pick]  # for the k report and t-SNE
     summary = {"k": config.k, "particles": int(tally.size.sum()), "clusters": clusters,
                "silhouette_by_k": choose_k_report(job, config, _project(features, pca))
                if len(features) > max(config.k_candidates) else {},
