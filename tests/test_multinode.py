@@ -35,7 +35,8 @@ def test_work_spreads_over_two_nodes(tmp_path, blob_store, tiny_checkpoint):
               "particles": [str(write_csv(table, tmp_path / "blobs.csv"))],
               "output": str(tmp_path / "job"), "model": str(tiny_checkpoint),
               "num_actors": 2, "cpus_per_actor": 1, "cpus_per_extract_task": 0.5,
-              "threads_per_actor": 1, "max_particles_per_unit": 4, "write_maps": False}
+              "threads_per_actor": 1, "max_particles_per_unit": 4, "write_maps": False,
+              "batch_size": 4}  # fixed: a tuning actor starts later and the other takes all
     run = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(config)],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
