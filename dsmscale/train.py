@@ -2,8 +2,12 @@
 
 Paper defaults: Adam (lr 1e-3, betas 0.9/0.99), batch 64, ≤ 100 epochs, early stopping after 15
 epochs without a lower validation loss, L = w_cls·CE(cls) + w_seg·CE(seg) + w_rec·MSE(rec) with
-cls:seg:rec = 1:10:1 (terms of switched-off heads drop out). Before each validation (and so in
-every saved checkpoint) the BatchNorm statistics are recomputed over 512 training boxes. bf16
+cls:seg:rec = 1:10:1 (terms of switched-off heads drop out). A batch is run as micro-batches
+whose gradients are accumulated (the same gradient as one pass over the batch), each normalised
+by its own BatchNorm statistics ("ghost batch norm", Hoffer et al. 2017): on a CPU, 8 boxes per
+pass train ~1.5× faster than 64 (the 40³×32 activations stay in cache). Before each validation
+(and so in every saved checkpoint) the BatchNorm statistics are recomputed over 512 training
+boxes in micro-batches of the same size. bf16
 autocast where the hardware has it (CPU with AMX/AVX-512-bf16, CUDA) and channels_last_3d
 tensors; threads set explicitly.
 
@@ -49,7 +53,11 @@ class TrainConfig(JobConfig):
     loss_weights: tuple[float, float, float] = (1.0, 10.0, 1.0)
     lr: float = Field(1e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.99)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="boxes per optimiser step")
+    micro_batch: int = Field(
+        8, ge=1, description="boxes per forward/backward pass; a batch's gradients are summed over "
+        "its micro-batches and BatchNorm uses per-micro-batch statistics. 8 is fastest on CPUs; "
+        "set it to batch_size for plain BatchNorm (e.g. on a GPU)")
     max_epochs: int = Field(100, ge=1)
     patience: int = Field(15, ge=1, description="epochs without a better val loss before stop")
     schedule: Literal["constant", "onecycle"] = "constant"
@@ -72,6 +80,8 @@ class TrainConfig(JobConfig):
         threads, patience and (with a constant schedule) the epoch cap do not, so a run can be
         resumed with a larger budget."""
         exclude = {"output", "threads", "patience"}
+        if self.micro_batch >= self.batch_size:  # one pass per batch: runs made before stay valid
+            exclude.add("micro_batch")
         if self.teacher is None:  # hashes of runs made before distillation existed stay valid
             exclude |= {"teacher", "distill_loss", "temperature", "hard_weight"}
         if self.schedule == "constant":
@@ -123,7 +133,8 @@ class TrainStep:
                  lr: float = 1e-3, betas=(0.9, 0.99), weights=(1.0, 10.0, 1.0),
                  compile_model: bool = False, device: torch.device | None = None,
                  teacher: torch.nn.Module | None = None, distill_loss: str = "mse",
-                 temperature: float = 4.0, hard_weight: float = 0.5):
+                 temperature: float = 4.0, hard_weight: float = 0.5, micro_batch: int | None = None):
+        self.micro_batch = micro_batch
         self.device = device or torch.device("cpu")
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
@@ -145,8 +156,23 @@ class TrainStep:
             return self.forward(x)
 
     def __call__(self, x: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimiser step over the batch ``x``, run in micro-batches of ``micro_batch`` boxes
+        (all of it at once when None); returns the batch's mean loss terms."""
         self.model.train()
-        x, target = self.prepare(x, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        size = self.micro_batch or len(x)
+        sums: dict[str, float] = {}
+        for start in range(0, len(x), size):
+            part = slice(start, start + size)
+            terms = self._loss(*self.prepare(x[part], {k: v[part] for k, v in target.items()}))
+            share = len(x[part]) / len(x)  # loss means over the batch = share-weighted sum
+            (terms["total"] * share).backward()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * share
+        self.optimizer.step()
+        return sums
+
+    def _loss(self, x: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.run(x)
         terms = loss_terms(out, target, self.weights)
         if self.teacher is not None:
@@ -156,10 +182,7 @@ class TrainStep:
             soft = distill_terms(out, taught, self.weights, **self.distill)
             h = self.hard_weight
             terms = {k: h * terms[k] + (1 - h) * soft[k] for k in terms}
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        self.optimizer.step()
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return terms
 
 
 @torch.no_grad()
@@ -264,7 +287,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     step = TrainStep(model, precision, config.channels_last, config.lr, config.betas,
                      config.loss_weights, device=device, teacher=_teacher(config, classes),
                      distill_loss=config.distill_loss, temperature=config.temperature,
-                     hard_weight=config.hard_weight)
+                     hard_weight=config.hard_weight, micro_batch=config.micro_batch)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         step.optimizer, max_lr=config.lr, epochs=config.max_epochs,
@@ -300,9 +323,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             bar.set_postfix(loss=f"{terms['total']:.4f}")
-        recalibrate_batch_norm(step, train_data, seed=epoch)
+        passes = min(config.micro_batch, config.batch_size)
+        recalibrate_batch_norm(step, train_data, batch_size=passes, seed=epoch)
         entry = {"epoch": epoch + 1, **{f"train_{k}": v / len(train_data) for k, v in sums.items()},
-                 **validate(step, val_data, 2 * config.batch_size),
+                 **validate(step, val_data, 2 * passes),
                  "epoch_s": time.perf_counter() - t0, "precision": precision, "threads": threads}
         history.append(entry)
         improved = entry["val_total"] < best

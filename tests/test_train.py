@@ -6,7 +6,8 @@ import torch
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.errors import InputError
 from dsmscale.evaluate import evaluate_checkpoint
-from dsmscale.train import TrainConfig, train
+from dsmscale.models import DSMNet
+from dsmscale.train import TrainConfig, TrainStep, train
 
 
 def _config(dataset, out, **kw):
@@ -59,3 +60,37 @@ def test_evaluate_writes_metrics(tiny_dataset, tmp_path):
     assert saved["n"] == metrics["n"] > 0
     assert (tmp_path / "eval" / "confusion.png").is_file()
     assert (tmp_path / "eval" / "slices.png").is_file()
+
+
+def _step_after(micro_batch, x, target):
+    torch.manual_seed(0)
+    model = DSMNet(4, widths=(4, 8, 8), hidden=16, dropout=0.0, batch_norm=False)
+    step = TrainStep(model, "fp32", channels_last=False, micro_batch=micro_batch)
+    terms = step(x, target)
+    return terms, [p.detach().clone() for p in model.parameters()]
+
+
+def test_micro_batches_accumulate_the_whole_batch_gradient():
+    """Without BatchNorm, micro-batches of 2 and 4 boxes (and a ragged last one) take exactly the
+    optimiser step of one pass over all 6 boxes, and report the same mean loss."""
+    torch.manual_seed(1)
+    x = torch.randn(6, 1, 40, 40, 40)
+    target = {"label": torch.randint(0, 4, (6,)), "mask": torch.randint(0, 2, (6, 40, 40, 40)),
+              "density": torch.rand(6, 1, 40, 40, 40)}
+    whole_terms, whole = _step_after(None, x, target)
+    for micro in (2, 4):
+        terms, params = _step_after(micro, x, target)
+        assert terms.keys() == whole_terms.keys()
+        for k in terms:
+            assert terms[k] == pytest.approx(whole_terms[k], rel=1e-5)
+        for p, q in zip(params, whole, strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    _, moved = _step_after(None, x, {k: v.flip(0) for k, v in target.items()})
+    assert any(not torch.allclose(p, q) for p, q in zip(moved, whole, strict=True))  # can fail
+
+
+def test_micro_batch_in_run_identity_only_when_it_splits_batches(tmp_path):
+    base = dict(dataset="d", output="o", batch_size=16)
+    plain = TrainConfig(**base, micro_batch=16).run_hash()
+    assert TrainConfig(**base, micro_batch=32).run_hash() == plain
+    assert TrainConfig(**base, micro_batch=8).run_hash() != plain
