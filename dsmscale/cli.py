@@ -135,8 +135,9 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     if args.truth:
         from dsmscale.io.particles import read_particles
 
-        table = read_particles(args.truth, args.voxel_size)
-        truth = table.df[["particle_id", "class_name"]]
+        table = read_particles(args.truth, args.voxel_size).df
+        several = table["tomogram"].nunique() > 1  # then its names must be the job's
+        truth = table[["particle_id", "class_name"] + (["tomogram"] if several else [])]
     summary = discover(args.output, config, truth)
     extra = f", ARI {summary['ari']:.3f}, NMI {summary['nmi']:.3f}" if "ari" in summary else ""
     print(f"{summary['particles']} particles in {summary['k']} clusters{extra}; "
@@ -287,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="a dsmscale run output folder")
     p.add_argument("--config", type=Path, help="YAML with DiscoverConfig keys")
     p.add_argument("--k", type=int, help="clusters (default 22)")
-    p.add_argument("--truth", type=Path, help="table with true class_name per particle_id")
+    p.add_argument("--truth", type=Path, help="table with the true class_name per particle_id "
+                   "(and per tomogram, named as in the job, when the job has several)")
     p.add_argument("--voxel-size", type=float, help="voxel size (Å) for a truth table")
     p.set_defaults(func=_cmd_discover)
     return parser

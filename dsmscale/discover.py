@@ -191,7 +191,7 @@ def assign_clusters(job: Path, kmeans, pca, config: DiscoverConfig, out: Path,
                     truth: pd.Series | None = None) -> ClusterTally:
     """Second pass: every particle's nearest centre, written part by part to
     ``out/clusters.parquet/`` (particle_id, row, cluster, distance, class, score, tomogram and
-    true_class when ``truth`` maps particle_id → class), and tallied per cluster."""
+    true_class when ``truth`` maps (tomogram, particle_id) → class), and tallied per cluster."""
     density = zarr.open_array(str(job / "density.zarr"), mode="r")
     tally = ClusterTally(config.k, density.shape[1:])
     parts = out / "clusters.parquet"
@@ -203,7 +203,8 @@ def assign_clusters(job: Path, kmeans, pca, config: DiscoverConfig, out: Path,
         part = batch.drop_columns(["features"]).to_pandas()
         part["cluster"], part["distance"] = d.argmin(1), d.min(1)
         if truth is not None:
-            part["true_class"] = truth.reindex(part["particle_id"]).to_numpy()
+            keys = pd.MultiIndex.from_frame(part[["tomogram", "particle_id"]])
+            part["true_class"] = truth.reindex(keys).to_numpy()
         part.to_parquet(parts / f"part-{i:06d}.parquet", index=False)
         tally.add(part)
         tally.add_density(density, part["row"].to_numpy(), part["cluster"].to_numpy(),
@@ -225,14 +226,15 @@ def choose_k_report(job: Path, config: DiscoverConfig, sample: np.ndarray) -> di
 
 
 def _sample(job: Path, config: DiscoverConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """About ``n`` uniformly drawn rows (each batch keeps its share): particle ids and features."""
+    """About ``n`` uniformly drawn particles (each batch keeps its share): their rows in the
+    job's arrays (unique across tomograms, unlike particle ids) and their features."""
     rng = np.random.default_rng(config.seed)
     total = pads.dataset(job / "particles.parquet", format="parquet").count_rows()
     share = min(1.0, n / max(total, 1))
     ids, features = [np.empty(0, np.int64)], [np.empty((0, 0), np.float32)]
-    for batch in feature_batches(job, config.batch_rows, ("particle_id", "features")):
+    for batch in feature_batches(job, config.batch_rows, ("row", "features")):
         keep = rng.random(batch.num_rows) < share
-        ids.append(batch.column("particle_id").to_numpy()[keep])
+        ids.append(batch.column("row").to_numpy()[keep])
         features.append(_matrix(batch)[keep])
     return np.concatenate(ids), np.concatenate([f for f in features if f.size] or features)
 
@@ -242,7 +244,8 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
              voxel_size_nm: float = 1.0) -> dict:
     """Cluster a finished job's features; write ``JOB/discovery/`` and return its summary.
 
-    ``truth``: optional (particle_id, class_name) table for composition, ARI and NMI.
+    ``truth``: optional (particle_id, class_name) table for composition, ARI and NMI, with a
+    ``tomogram`` column (the job's tomogram names) when the job has several tomograms.
     ``references``: optional {class_name: (B, B, B) map} for FSC of the cluster averages.
     """
     from dsmscale.report.discovery import density_gallery, tsne_figure
@@ -250,16 +253,16 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
     job, config = Path(job), config or DiscoverConfig()
     out = job / "discovery"
     out.mkdir(exist_ok=True)
-    ids, sample = _sample(job, config, max(config.fit_sample, config.tsne_sample))
+    rows, sample = _sample(job, config, max(config.fit_sample, config.tsne_sample))
     kmeans, pca = fit_clusters(job, config, sample)
-    truth_map = None if truth is None else truth.set_index("particle_id")["class_name"]
-    tally = assign_clusters(job, kmeans, pca, config, out, truth_map)
+    tally = assign_clusters(job, kmeans, pca, config, out, None if truth is None else _truth_map(
+        truth, job))
     averages = tally.averages()
     np.save(out / "cluster_averages.npy", averages)
     clusters = [_cluster_entry(tally, c, averages[c], references, voxel_size_nm)
                 for c in range(config.k)]
-    pick = np.random.default_rng(config.seed).permutation(len(ids))[:config.tsne_sample]
-    ids, features = ids[pick], sample[pick]  # for the k report and t-SNE
+    pick = np.random.default_rng(config.seed).permutation(len(rows))[:config.tsne_sample]
+    rows, features = rows[pick], sample[pick]  # for the k report and t-SNE
     summary = {"k": config.k, "particles": int(tally.size.sum()), "clusters": clusters,
                "silhouette_by_k": choose_k_report(job, config, _project(features, pca))
                if len(features) > max(config.k_candidates) else {},
@@ -268,20 +271,36 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
         summary |= agreement(tally.contingency())
     scores = pd.Series(tally.score_sum / np.maximum(tally.size, 1))[tally.size > 0]
     summary["low_confidence_clusters"] = scores[scores < scores.median() * 0.8].index.tolist()
-    if len(ids) >= 10:
-        labelled = pd.DataFrame({"particle_id": ids}).merge(
-            _rows_of(out / "clusters.parquet", pd.Series(ids)), on="particle_id", how="left")
+    if len(rows) >= 10:
+        labelled = pd.DataFrame({"row": rows}).merge(
+            _rows_of(out / "clusters.parquet", rows), on="row", how="left")
         tsne_figure(features, labelled, out / "tsne.png", config.seed)
     density_gallery(averages, tally.size.tolist(), out / "cluster_averages.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
-def _rows_of(parts: Path, particle_ids: pd.Series) -> pd.DataFrame:
-    """The rows of a Parquet dataset for these particle ids (read filtered, not whole)."""
+def _truth_map(truth: pd.DataFrame, job: Path) -> pd.Series:
+    """(tomogram, particle_id) → true class; a truth table without ``tomogram`` is taken to be
+    the job's only tomogram's."""
+    if "tomogram" not in truth:
+        names = set().union(*(pq.read_table(f, columns=["tomogram"]).column("tomogram").unique()
+                              .to_pylist() for f in (job / "particles.parquet").glob("*.parquet")))
+        if len(names) != 1:
+            raise InputError(job, f"the job has {len(names)} tomograms and particle ids are per "
+                                  "tomogram: the truth table needs a 'tomogram' column")
+        truth = truth.assign(tomogram=names.pop())
+    keyed = truth.set_index(["tomogram", "particle_id"])["class_name"]
+    if keyed.index.has_duplicates:
+        raise InputError(job, "the truth table repeats a (tomogram, particle_id) pair")
+    return keyed
+
+
+def _rows_of(parts: Path, rows: np.ndarray) -> pd.DataFrame:
+    """The records of a Parquet dataset for these job rows (read filtered, not whole)."""
     import pyarrow.compute as pc
 
-    wanted = pc.field("particle_id").isin(pa.array(particle_ids.to_numpy()))
+    wanted = pc.field("row").isin(pa.array(rows))
     return pads.dataset(parts, format="parquet").to_table(filter=wanted).to_pandas()
 
 

@@ -12,9 +12,11 @@ import zarr
 from dsmscale.discover import DiscoverConfig, discover
 
 
-def fake_job(root: Path, n_per: int = 120, k: int = 3, box: int = 8) -> pd.DataFrame:
+def fake_job(root: Path, n_per: int = 120, k: int = 3, box: int = 8,
+             tomograms: int = 1) -> pd.DataFrame:
     """A job output with k well-separated feature clusters and a constant density per cluster,
-    spread over several Parquet parts (like work units)."""
+    spread over several Parquet parts (like work units); part i belongs to tomogram i mod
+    ``tomograms``, whose particle ids start at 0 (as picked tables do)."""
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 10, size=(k, 1024))
     truth = np.repeat(np.arange(k), n_per)
@@ -25,17 +27,22 @@ def fake_job(root: Path, n_per: int = 120, k: int = 3, box: int = 8) -> pd.DataF
     density[:] = np.broadcast_to((truth + 1.0)[:, None, None, None],
                                  (len(truth), box, box, box)).astype(np.float32)
     (root / "particles.parquet").mkdir()
+    ids, names, next_id = [], [], [0] * tomograms
     for part, start in enumerate(range(0, len(truth), 50)):
         sl = slice(start, start + 50)
         n = len(truth[sl])
         feats = features[sl].astype(np.float32)
+        tomo = part % tomograms
+        ids.append(np.arange(next_id[tomo], next_id[tomo] + n))
+        names += [f"t{tomo}"] * n
+        next_id[tomo] += n
         pq.write_table(pa.table({
-            "particle_id": np.arange(start, start + n), "row": np.arange(start, start + n),
-            "tomogram": ["t"] * n, "class_name": [f"c{c}" for c in truth[sl]],
+            "particle_id": ids[-1], "row": np.arange(start, start + n),
+            "tomogram": names[start:], "class_name": [f"c{c}" for c in truth[sl]],
             "score": np.full(n, 0.9),
             "features": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), 1024)}),
             root / "particles.parquet" / f"u{part:03d}.parquet")
-    return pd.DataFrame({"particle_id": np.arange(len(truth)),
+    return pd.DataFrame({"particle_id": np.concatenate(ids), "tomogram": names,
                          "class_name": [f"c{c}" for c in truth]})
 
 
@@ -53,6 +60,20 @@ def test_streaming_kmeans_recovers_clusters_and_averages(tmp_path):
         np.testing.assert_allclose(averages[c], expected)
     assert max(summary["silhouette_by_k"], key=summary["silhouette_by_k"].get) == "3"
     assert (tmp_path / "discovery" / "tsne.png").is_file()
+
+
+def test_several_tomograms_with_the_same_particle_ids(tmp_path):
+    truth = fake_job(tmp_path, n_per=100, tomograms=2)
+    assert truth["particle_id"].duplicated().any()  # ids restart in each tomogram
+    config = DiscoverConfig(k=3, batch_rows=256, tsne_sample=100, k_candidates=(3,))
+    summary = discover(tmp_path, config, truth=truth)
+    assert summary["ari"] > 0.99 and summary["per_tomogram"] == {"t0": 150, "t1": 150}
+    clusters = pd.read_parquet(tmp_path / "discovery" / "clusters.parquet")
+    assert clusters.merge(truth, on=["tomogram", "particle_id"]).eval(
+        "true_class == class_name_y").all()
+    assert (tmp_path / "discovery" / "tsne.png").is_file()
+    with pytest.raises(ValueError, match="needs a 'tomogram' column"):
+        discover(tmp_path, config, truth=truth.drop(columns="tomogram"))
 
 
 @pytest.mark.parametrize("epochs", [0, 2])
