@@ -25,6 +25,12 @@ KEEP = ("format", "model", "heads", "n_classes", "classes", "state_dict", "norma
         "config", "run_hash", "epoch", "history", "best_val")
 
 
+def _micro(cfg: dict) -> str:
+    """' in micro-batches of N' when the run split its batches (see TrainConfig.micro_batch)."""
+    micro = cfg.get("micro_batch")
+    return f" in micro-batches of {micro}" if micro and micro < cfg["batch_size"] else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +69,7 @@ slim['state_dict'].values()):,} parameters and buffers, {target.stat().st_size /
 - **Input:** 40³ boxes at 1 nm/voxel, normalised per box (zero mean, unit variance); recovered
   density in Da/voxel (× {ckpt['normalisation']['density_scale']:g}).
 - **Config:** model {cfg['model']}, loss cls:seg:rec {cfg['loss_weights']}, Adam lr {cfg['lr']}
-  betas {cfg['betas']}, batch {cfg['batch_size']}, {cfg['max_epochs']} epochs {cfg['schedule']},
+  betas {cfg['betas']}, batch {cfg['batch_size']}{_micro(cfg)}, {cfg['max_epochs']} epochs {cfg['schedule']},
   seed {cfg['seed']}; best epoch (lowest validation loss) {ckpt['epoch'] + 1} of
   {cfg['max_epochs']}.
 {_distillation(cfg)}- **Command:** `{' '.join(['python', *sys.argv])}` at commit `{commit}`; run hash
