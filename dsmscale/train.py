@@ -238,7 +238,7 @@ def validate(step: TrainStep, data: SplitData, batch_size: int) -> dict[str, flo
 
 
 def _checkpoint(step: TrainStep, config: TrainConfig, classes: list[str], epoch: int,
-                history: list[dict], best: float, scheduler) -> dict:
+                history: list[dict], best: float, scheduler, teacher_run: str | None) -> dict:
     return {
         "format": "dsmscale-checkpoint-1",
         "model": config.model, "heads": list(step.model.heads), "n_classes": len(classes),
@@ -249,6 +249,7 @@ def _checkpoint(step: TrainStep, config: TrainConfig, classes: list[str], epoch:
         "optimizer": step.optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler else None,
         "torch_rng": torch.get_rng_state(),
+        "teacher_run_hash": teacher_run,  # which model 'default' or a teacher path was
     }
 
 
@@ -258,17 +259,18 @@ def _save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _teacher(config: TrainConfig, classes: list[str]) -> torch.nn.Module | None:
-    """The teacher network, checked to know the same classes in the same order."""
+def _teacher(config: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module | None, str | None]:
+    """The teacher network, checked to know the same classes in the same order, and its run
+    hash."""
     if config.teacher is None:
-        return None
+        return None, None
     from dsmscale.weights import resolve_model
 
     path = resolve_model(config.teacher)  # 'default' (the shipped DSM-Net) or a path
     ckpt = load_checkpoint(path)
     if list(ckpt["classes"]) != list(classes):
         raise InputError(path, "teacher classes differ from the dataset's classes")
-    return model_from_checkpoint(ckpt, path)
+    return model_from_checkpoint(ckpt, path), ckpt.get("run_hash")
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
@@ -284,8 +286,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     train_data = load_split(config.dataset, "train", classes, config.limit_train)
     val_data = load_split(config.dataset, "val", classes, config.limit_val)
     model = build_model(config.model, len(classes))
+    teacher, teacher_run = _teacher(config, classes)
     step = TrainStep(model, precision, config.channels_last, config.lr, config.betas,
-                     config.loss_weights, device=device, teacher=_teacher(config, classes),
+                     config.loss_weights, device=device, teacher=teacher,
                      distill_loss=config.distill_loss, temperature=config.temperature,
                      hard_weight=config.hard_weight, micro_batch=config.micro_batch)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
@@ -331,7 +334,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         history.append(entry)
         improved = entry["val_total"] < best
         best, stale = (entry["val_total"], 0) if improved else (best, stale + 1)
-        ckpt = _checkpoint(step, config, classes, epoch, history, best, scheduler)
+        ckpt = _checkpoint(step, config, classes, epoch, history, best, scheduler, teacher_run)
         if improved:
             _save(ckpt, out / "best.pt")
         _save(ckpt, last)

@@ -22,7 +22,7 @@ from dsmscale.evaluate import evaluate_checkpoint
 from dsmscale.weights import SHIPPED, WEIGHTS
 
 KEEP = ("format", "model", "heads", "n_classes", "classes", "state_dict", "normalisation",
-        "config", "run_hash", "epoch", "history", "best_val")
+        "config", "run_hash", "epoch", "history", "best_val", "teacher_run_hash")
 
 
 def _micro(cfg: dict) -> str:
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder holding A/ (and B/)")
     args = parser.parse_args()
     ckpt = load_checkpoint(args.run / "best.pt")
-    slim = {k: ckpt[k] for k in KEEP}
+    slim = {k: ckpt[k] for k in KEEP if k in ckpt}
     slim["state_dict"] = {k: v.clone() for k, v in ckpt["state_dict"].items()}
     target = WEIGHTS / SHIPPED[args.name]
     torch.save(slim, target)
@@ -57,6 +57,7 @@ def main() -> None:
         f"| {name} (SNR {data_info.get('snr_measured', {}).get(name, float('nan')):.3f}) | {m['n']} | "
         f"{_pct(m['obj_acc'])} | {_pct(m['pix_acc'])} | {_pct(m['miou'])} | "
         f"{m['fsc_resolution_nm']:.1f} |" for name, m in metrics.items())
+    distilled = _distillation(cfg, slim.get("teacher_run_hash"))
     card = f"""# Model card: `{target.name}` ({args.name})
 
 DSM-Net ({ckpt['model']}: heads {', '.join(ckpt['heads'])}), {sum(v.numel() for v in
@@ -72,7 +73,7 @@ slim['state_dict'].values()):,} parameters and buffers, {target.stat().st_size /
   betas {cfg['betas']}, batch {cfg['batch_size']}{_micro(cfg)}, {cfg['max_epochs']} epochs {cfg['schedule']},
   seed {cfg['seed']}; best epoch (lowest validation loss) {ckpt['epoch'] + 1} of
   {cfg['max_epochs']}.
-{_distillation(cfg)}- **Command:** `{' '.join(['python', *sys.argv])}` at commit `{commit}`; run hash
+{distilled}- **Command:** `{' '.join(['python', *sys.argv])}` at commit `{commit}`; run hash
   `{ckpt['run_hash']}`.
 
 ## Test-split metrics (this checkpoint, `dsmscale evaluate`)
@@ -88,13 +89,14 @@ bootstrap, then fine-tune on labelled real data).
     print(card)
 
 
-def _distillation(cfg: dict) -> str:
+def _distillation(cfg: dict, teacher_run: str | None) -> str:
     """The model card's distillation line (empty for a model trained on labels alone)."""
     if not cfg.get("teacher"):
         return ""
     loss = cfg["distill_loss"] + (f" at T = {cfg['temperature']:g}" if cfg["distill_loss"] == "kl"
                                   else "")
-    return (f"- **Distilled from:** `{cfg['teacher']}` ('default' is the shipped DSM-Net) — "
+    run = f", run `{teacher_run}`" if teacher_run else ""
+    return (f"- **Distilled from:** `{cfg['teacher']}`{run} ('default' was the shipped DSM-Net) — "
             f"classification {loss}, soft segmentation and recovery; "
             f"{cfg['hard_weight']:g} of the loss from the true targets.\n")
 

@@ -50,6 +50,7 @@ def test_student_learns_from_teacher(tiny_dataset, tiny_checkpoint, tmp_path):
     assert len(history) == 2 and history[-1]["train_total"] < history[0]["train_total"]
     ckpt = load_checkpoint(result["best_checkpoint"])
     assert ckpt["model"] == "dsmnet_small" and ckpt["config"]["teacher"] == str(tiny_checkpoint)
+    assert ckpt["teacher_run_hash"] == load_checkpoint(tiny_checkpoint)["run_hash"]
     student = model_from_checkpoint(ckpt)
     out = student(torch.zeros(1, 1, 40, 40, 40))
     assert set(out) == {"features", "logits", "seg", "rec"}
