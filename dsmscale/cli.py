@@ -89,7 +89,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {"output": str(args.output) if args.output else None, "dataset": args.dataset,
                  "model": args.model, "max_epochs": args.max_epochs, "threads": args.threads,
-                 "micro_batch": args.micro_batch, "teacher": getattr(args, "teacher", None),
+                 "micro_batch": args.micro_batch, "augment": args.augment or None,
+                 "teacher": getattr(args, "teacher", None),
                  "distill_loss": getattr(args, "loss", None),
                  "hard_weight": getattr(args, "hard_weight", None)}
     config = _load_config(TrainConfig, args.config, overrides)
@@ -261,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="train, val, test or heldout (default test)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics/figures")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--augment", action="store_true", help="random 180° rotations about z, y "
+                   "and x (they keep the missing wedge in place); off in the paper's procedure")
     p.add_argument("--micro-batch", type=int, help="boxes per forward/backward pass (default 8, "
                    "fastest on CPUs; BatchNorm uses each micro-batch's statistics); set it to "
                    "the batch size (64) for plain BatchNorm, e.g. on a GPU")
@@ -302,6 +305,8 @@ def _training_arguments(p: argparse.ArgumentParser, models: str) -> None:
     p.add_argument("--model", help=models)
     p.add_argument("--max-epochs", type=int, help="epoch cap (default 100)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--augment", action="store_true", help="random 180° rotations about z, y "
+                   "and x (they keep the missing wedge in place); off in the paper's procedure")
     p.add_argument("--micro-batch", type=int, help="boxes per forward/backward pass (default 8, "
                    "fastest on CPUs; BatchNorm uses each micro-batch's statistics); set it to "
                    "the batch size (64) for plain BatchNorm, e.g. on a GPU")

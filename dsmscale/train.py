@@ -34,7 +34,14 @@ from tqdm.auto import tqdm
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.config import JobConfig
-from dsmscale.data import DENSITY_SCALE, SplitData, dataset_classes, load_split
+from dsmscale.data import (
+    DENSITY_SCALE,
+    WEDGE_ROTATIONS,
+    SplitData,
+    dataset_classes,
+    load_split,
+    rotate_boxes_180,
+)
 from dsmscale.errors import InputError
 from dsmscale.hardware import Precision, configure_threads, resolve_precision
 from dsmscale.models import MODEL_NAMES, build_model
@@ -63,6 +70,9 @@ class TrainConfig(JobConfig):
     schedule: Literal["constant", "onecycle"] = "constant"
     precision: Precision = "auto"
     channels_last: bool = True
+    augment: bool = Field(False, description="rotate each training box (with its mask and "
+                          "density) by a random one of the 180° rotations about z, y and x that "
+                          "keep the missing wedge in place; off in the paper's procedure")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: cores)")
     seed: int = 0
     limit_train: int | None = Field(None, ge=1, description="use only the first N train boxes")
@@ -82,6 +92,8 @@ class TrainConfig(JobConfig):
         exclude = {"output", "threads", "patience"}
         if self.micro_batch >= self.batch_size:  # one pass per batch: runs made before stay valid
             exclude.add("micro_batch")
+        if not self.augment:
+            exclude.add("augment")
         if self.teacher is None:  # hashes of runs made before distillation existed stay valid
             exclude |= {"teacher", "distill_loss", "temperature", "hard_weight"}
         if self.schedule == "constant":
@@ -320,7 +332,11 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                    disable=not progress, leave=False, unit="batch")
         for b in bar:
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            terms = step(*train_data.batch(idx))
+            x, target = train_data.batch(idx)
+            if config.augment:
+                x, target = rotate_boxes_180(
+                    x, target, rng.integers(0, len(WEDGE_ROTATIONS), len(idx)))
+            terms = step(x, target)
             if scheduler:
                 scheduler.step()
             for k, v in terms.items():

@@ -1,9 +1,11 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
+from dsmscale.data import rotate_boxes_180
 from dsmscale.errors import InputError
 from dsmscale.evaluate import evaluate_checkpoint
 from dsmscale.models import DSMNet
@@ -43,9 +45,10 @@ def test_broken_checkpoints(tiny_dataset, tmp_path):
         model_from_checkpoint(other, good)
 
 
-def test_training_learns(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_training_learns(tiny_dataset, tmp_path, augment):
     result = train(_config(tiny_dataset, tmp_path / "fit", limit_train=16, batch_size=8,
-                           max_epochs=6, limit_val=8), progress=False)
+                           max_epochs=6, limit_val=8, augment=augment), progress=False)
     losses = [h["train_total"] for h in result["history"]]
     assert losses[-1] < 0.7 * losses[0], losses
 
@@ -89,8 +92,36 @@ def test_micro_batches_accumulate_the_whole_batch_gradient():
     assert any(not torch.allclose(p, q) for p, q in zip(moved, whole, strict=True))  # can fail
 
 
-def test_micro_batch_in_run_identity_only_when_it_splits_batches(tmp_path):
+def test_run_identity_holds_micro_batch_and_augment_only_when_they_act(tmp_path):
     base = dict(dataset="d", output="o", batch_size=16)
     plain = TrainConfig(**base, micro_batch=16).run_hash()
     assert TrainConfig(**base, micro_batch=32).run_hash() == plain
     assert TrainConfig(**base, micro_batch=8).run_hash() != plain
+    assert TrainConfig(**base, micro_batch=16, augment=False).run_hash() == plain
+    assert TrainConfig(**base, micro_batch=16, augment=True).run_hash() != plain
+
+
+def _wedge_power(volume: np.ndarray) -> float:
+    """Share of the power inside the missing wedge of a ±60° tilt series about y."""
+    k = np.fft.fftfreq(volume.shape[0])
+    kz, _, kx = np.meshgrid(k, k, k, indexing="ij")
+    power = np.abs(np.fft.fftn(volume)) ** 2
+    return float(power[np.abs(kz) > np.tan(np.radians(60)) * np.abs(kx)].sum() / power.sum())
+
+
+def test_augmentation_keeps_the_wedge_and_moves_targets_with_boxes():
+    rng = np.random.default_rng(0)
+    k = np.fft.fftfreq(40)
+    kz, _, kx = np.meshgrid(k, k, k, indexing="ij")
+    sampled = np.abs(kz) <= np.tan(np.radians(60)) * np.abs(kx)
+    boxes = np.stack([np.fft.ifftn(np.fft.fftn(rng.normal(size=(40,) * 3)) * sampled).real
+                      for _ in range(4)]).astype(np.float32)
+    assert max(_wedge_power(b) for b in boxes) < 1e-10
+    x = torch.from_numpy(boxes)[:, None]
+    target = {"label": torch.arange(4), "mask": (x[:, 0] > 0).long(), "density": x.clone()}
+    turned, moved = rotate_boxes_180(x, target, np.arange(4))
+    assert torch.equal(turned[0], x[0]) and not torch.equal(turned[1], x[1])
+    assert torch.equal(moved["density"], turned) and torch.equal(moved["mask"], (turned[:, 0] > 0).long())
+    assert torch.equal(moved["label"], target["label"])
+    assert max(_wedge_power(b[0].numpy()) for b in turned) < 1e-10
+    assert _wedge_power(boxes[0].transpose(2, 1, 0)) > 0.1  # a 90° turn about y would not keep it
