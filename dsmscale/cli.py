@@ -262,11 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="train, val, test or heldout (default test)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics/figures")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    p.add_argument("--augment", action="store_true", help="random 180° rotations about z, y "
-                   "and x (they keep the missing wedge in place); off in the paper's procedure")
-    p.add_argument("--micro-batch", type=int, help="boxes per forward/backward pass (default 8, "
-                   "fastest on CPUs; BatchNorm uses each micro-batch's statistics); set it to "
-                   "the batch size (64) for plain BatchNorm, e.g. on a GPU")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("run", help="the whole job on Ray: extract, classify, segment, recover",
