@@ -163,9 +163,10 @@ class TrainStep:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         return x, {k: v.to(self.device, non_blocking=True) for k, v in target.items()}
 
-    def run(self, x: torch.Tensor):
+    def run(self, x: torch.Tensor, net: torch.nn.Module | None = None):
+        """``net`` (default: the trained model) on ``x`` under the configured precision."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return self.forward(x)
+            return (net or self.forward)(x)
 
     def __call__(self, x: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimiser step over the batch ``x``, run in micro-batches of ``micro_batch`` boxes
@@ -188,9 +189,8 @@ class TrainStep:
         out = self.run(x)
         terms = loss_terms(out, target, self.weights)
         if self.teacher is not None:
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                                 enabled=self.autocast):
-                taught = self.teacher(x)
+            with torch.no_grad():
+                taught = self.run(x, self.teacher)
             soft = distill_terms(out, taught, self.weights, **self.distill)
             h = self.hard_weight
             terms = {k: h * terms[k] + (1 - h) * soft[k] for k in terms}

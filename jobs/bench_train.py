@@ -1,12 +1,14 @@
 """Benchmark: DSM-Net training-step throughput on this machine, precision × memory format.
 
-Usage: python jobs/bench_train.py [--batch 64] [--micro-batch 8] [--steps 3] [--threads N]
+Usage: python jobs/bench_train.py [--batch 64] [--micro-batch 8] [--sweep 4 16 32] [--steps 3]
+                                  [--threads N] [--compile]
 
 In one run: fp32 and bf16 autocast, each with contiguous and channels_last_3d tensors, each with
 the batch in one pass and in micro-batches whose gradients are accumulated (what `dsmscale train`
-does: TrainConfig.micro_batch), and torch.compile of the best eager variant with --compile; on
-random 40³ batches with the full loss (seg + cls + rec). Also measures the bf16 matmul peak and
-reports the fraction of it reached (DSM-Net costs 9.88 GFLOP per training sample at 40³).
+does: TrainConfig.micro_batch), then bf16 + channels_last_3d at the --sweep micro-batch sizes,
+and torch.compile of the best eager variant with --compile; on random 40³ batches with the full
+loss (seg + cls + rec). Also measures the bf16 matmul peak and reports the fraction of it
+reached (DSM-Net costs 9.88 GFLOP per training sample at 40³).
 Last stdout line: one JSON object.
 """
 
@@ -57,6 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=64, help="boxes per optimiser step")
     parser.add_argument("--micro-batch", type=int, default=8, help="boxes per pass when split")
+    parser.add_argument("--sweep", type=int, nargs="*", default=[4, 16, 32],
+                        help="further micro-batch sizes timed in bf16 + channels_last_3d")
     parser.add_argument("--steps", type=int, default=3, help="timed optimiser steps")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
@@ -72,6 +76,11 @@ def main() -> None:
                 variants[key] = (precision, channels_last, micro)
                 results[key] = samples_per_s(precision, channels_last, args.batch, args.steps, micro)
                 print(f"{key:>18}: {results[key]:6.2f} samples/s", flush=True)
+    for micro in sorted(set(args.sweep) - {args.micro_batch}):
+        key = f"bf16_cl3d_micro{micro}"
+        variants[key] = ("bf16", True, micro)
+        results[key] = samples_per_s("bf16", True, args.batch, args.steps, micro)
+        print(f"{key:>18}: {results[key]:6.2f} samples/s", flush=True)
     best = max(results, key=results.get)
     if args.compile:
         results[best + "_compiled"] = samples_per_s(*variants[best][:2], args.batch, args.steps,
