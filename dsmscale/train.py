@@ -313,6 +313,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         ckpt = load_checkpoint(last)
         if ckpt["run_hash"] != config.run_hash():
             raise InputError(last, "belongs to a different run config (use another output)")
+        if ckpt.get("teacher_run_hash") != teacher_run:  # e.g. 'default' now names another model
+            raise InputError(last, f"was distilled from teacher run {ckpt.get('teacher_run_hash')}"
+                             f", not {teacher_run} (use another output)")
         model.load_state_dict(ckpt["state_dict"])
         step.optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler and ckpt["scheduler"]:

@@ -57,6 +57,20 @@ def test_student_learns_from_teacher(tiny_dataset, tiny_checkpoint, tmp_path):
     assert config.run_hash() != config.model_copy(update={"teacher": None}).run_hash()
 
 
+def test_resuming_with_another_teacher_is_a_clear_error(tiny_dataset, tiny_checkpoint, tmp_path):
+    """'default' may name a newer model by the time a student run resumes: refuse to mix."""
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["run_hash"] = "0ther7eacher"
+    torch.save(ckpt, tmp_path / "teacher.pt")
+    config = TrainConfig(dataset=str(tiny_dataset), output=str(tmp_path / "s"), model="guo_s",
+                         teacher=str(tmp_path / "teacher.pt"), limit_train=8, limit_val=8,
+                         batch_size=8, max_epochs=2, threads=2)
+    train(config.model_copy(update={"max_epochs": 1}), progress=False)  # constant schedule
+    torch.save(load_checkpoint(tiny_checkpoint), tmp_path / "teacher.pt")  # same path, new model
+    with pytest.raises(InputError, match="distilled from teacher run 0ther7eacher"):
+        train(config, progress=False)
+
+
 def test_teacher_with_other_classes_is_a_clear_error(tiny_dataset, tiny_checkpoint, tmp_path):
     ckpt = torch.load(tiny_checkpoint, weights_only=True)
     ckpt["classes"] = list(reversed(ckpt["classes"]))
