@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +31,6 @@ from dsmscale.pick import PickConfig, pick_particles
 from dsmscale.simulate.dataset import truth_table
 from dsmscale.simulate.figures import tomogram_figure
 from dsmscale.simulate.tomogram import TomogramConfig, simulate_tomogram
-from dsmscale.weights import SHIPPED, WEIGHTS
 
 DEMO_TOMOGRAM = TomogramConfig(shape_zyx=(150, 256, 256), copies_per_class=20)
 DEMO_SNR = 0.06
@@ -45,24 +45,6 @@ def simulate(out: Path, seed: int) -> tuple[Path, Path, np.ndarray, float]:
     truth = truth_table(sim, "demo", 0)
     star = write_star(truth, out / "demo.star")
     return mrc, star, sim.placement.radii, snr
-
-
-def quick_model(out: Path, seed: int) -> str:
-    """A briefly trained DSM-Net, used only while no trained model is shipped in the package."""
-    from dsmscale.simulate.dataset import SimulateConfig, build_datasets
-    from dsmscale.train import TrainConfig, train
-
-    data = out / "quick_model_data"
-    if not (data / "summary.json").is_file():
-        build_datasets(SimulateConfig(
-            tomogram=DEMO_TOMOGRAM.model_copy(update={"shape_zyx": (120, 320, 320),
-                                                      "copies_per_class": 12}),
-            datasets={"A": DEMO_SNR}, seed=seed + 1, write_tomograms=False, figures=False),
-            data, overwrite=True, progress=False)
-    run = out / "quick_model"
-    train(TrainConfig(dataset=str(data / "datasets" / "A"), output=str(run), max_epochs=3,
-                      batch_size=32), progress=False)
-    return str(run / "best.pt")
 
 
 def report(out: Path, summary: dict) -> Path:
@@ -102,15 +84,12 @@ def main() -> None:
     args = parser.parse_args()
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model = args.model
-    if model == "default" and not (WEIGHTS / SHIPPED["default"]).is_file():
-        print("no trained model is shipped yet: training a quick one (minutes; poor accuracy)")
-        model = quick_model(out, args.seed)
     t0 = time.perf_counter()
     mrc, star, radii, snr = simulate(out, args.seed)
     simulate_s = time.perf_counter() - t0
+    shutil.rmtree(out / "job", ignore_errors=True)  # a fresh simulation: a fresh job, not a resume
     job = run_job(RunConfig(tomograms=[str(mrc)], particles=[str(star)], output=str(out / "job"),
-                            model=model, batch_size=16, discover=None))
+                            model=args.model, batch_size=16, discover=None))
     results = read_results(out / "job")
     true = read_star(star).df.set_index("particle_id")["class_name"]
     found = discover(out / "job", DiscoverConfig(k=22, tsne_sample=500),

@@ -9,10 +9,11 @@ import torch
 import zarr
 from ome_zarr_models.v05 import Image
 
+from dsmscale.errors import InputError
 from dsmscale.infer.config import RunConfig
 from dsmscale.infer.pipeline import run_job
 from dsmscale.infer.sinks import read_results
-from dsmscale.io.particles import make_particles, read_star, write_csv
+from dsmscale.io.particles import ParticleTable, make_particles, read_star, write_csv
 
 
 @pytest.fixture()
@@ -60,3 +61,18 @@ def test_rerun_skips_finished_units_and_redoes_lost_ones(job):
     assert third["particles_processed"] == len(lost)
     results = read_results(Path(config.output))
     assert sorted(results["particle_id"]) == sorted(table.df["particle_id"])
+    assert third["particles_per_s"] > 0 and again["particles_per_s"] is None
+    assert "finished by an earlier run" not in Path(config.output, "report.md").read_text()
+
+
+def test_rerun_with_other_inputs_is_refused_and_keeps_the_finished_job(job, tmp_path):
+    config, table = job
+    run_job(config)
+    summary = Path(config.output, "summary.json").read_text()
+    (tmp_path / "fewer").mkdir()
+    fewer = write_csv(ParticleTable(table.df.iloc[:5], table.voxel_size_a),
+                      tmp_path / "fewer" / "blobs.csv")
+    for change in ({"box": 32}, {"particles": [str(fewer)]}, {"edge": "skip"}):
+        with pytest.raises(InputError, match=f"job made with other {next(iter(change))}"):
+            run_job(config.model_copy(update=change))
+    assert Path(config.output, "summary.json").read_text() == summary  # still marked finished

@@ -25,7 +25,7 @@ from dsmscale.convert import convert_many
 from dsmscale.errors import InputError
 from dsmscale.infer.config import COMPILE_MIN_PARTICLES, RunConfig
 from dsmscale.infer.predictor import Predictor, extract_batch
-from dsmscale.infer.units import ROW_CHUNK, Plan, plan_units
+from dsmscale.infer.units import IDENTITY, ROW_CHUNK, Plan, plan_units
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.io.omezarr import compressor_for, open_tomogram
 from dsmscale.io.particles import ParticleTable, read_particles
@@ -168,8 +168,9 @@ def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) ->
     todo = pending_units(plan, out)
     stats = {"units_total": len(plan.units), "units_skipped": len(plan.units) - len(todo),
              "particles_done_before": int(plan.units["n"].sum() - todo["n"].sum())}
-    if todo.empty:
-        return stats | {"particles_processed": 0, "inference_s": 0.0}
+    if todo.empty:  # every unit was done by an earlier run: no throughput to report
+        return stats | {"particles_processed": 0, "inference_s": 0.0, "particles_per_s": None,
+                        "particles_per_node": {}, "actor_time_s": {}}
     gpus = config.gpus_per_actor
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -202,9 +203,30 @@ def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) ->
                     "particles_per_node": per_node, "actor_time_s": actor_s}
 
 
-def _load_or_plan(config: RunConfig, out: Path, timings: dict) -> Plan:
+def job_identity(config: RunConfig, model_run: str) -> dict:
+    """What a job's plan and finished units depend on: its inputs, box, level, edge handling,
+    unit size, picker (without tables) and model. A rerun resumes only when it matches."""
+    fields = {"tomograms", "particles", "box", "level", "edge", "voxel_size_a",
+              "max_particles_per_unit"} | (set() if config.particles else {"pick"})
+    return config.model_dump(mode="json", include=fields) | {"model_run": model_run}
+
+
+def check_resumable(out: Path, identity: dict) -> None:
+    """Refuse to resume a job folder planned for other inputs, settings or model (mixing the
+    finished units of one job with another's would give wrong results without a sign)."""
+    saved_file = out / "plan" / IDENTITY
+    if not saved_file.is_file():
+        return
+    saved = json.loads(saved_file.read_text())
+    differ = sorted(k for k in saved.keys() | identity.keys() if saved.get(k) != identity.get(k))
+    if differ:
+        raise InputError(out, f"holds a job made with other {', '.join(differ)}: use another "
+                         "output folder, or delete this one to start again")
+
+
+def _load_or_plan(config: RunConfig, out: Path, identity: dict, timings: dict) -> Plan:
     plan_dir = out / "plan"
-    if (plan_dir / "units.parquet").is_file():
+    if (plan_dir / IDENTITY).is_file():
         return Plan.load(plan_dir)
     t0 = time.perf_counter()
     stores = resolve_tomograms(config, out)
@@ -217,7 +239,7 @@ def _load_or_plan(config: RunConfig, out: Path, timings: dict) -> Plan:
         raise InputError(None, "no particles to process (empty tables and no picks)")
     t0 = time.perf_counter()
     plan = plan_units(tomograms, tables, config.box, config.edge, config.max_particles_per_unit)
-    plan.save(plan_dir)
+    plan.save(plan_dir, identity)
     timings["plan_s"] = time.perf_counter() - t0
     return plan
 
@@ -258,12 +280,15 @@ def open_job_folder(out: Path) -> Path:
 def run_job(config: RunConfig) -> dict:
     """Run (or resume) a job; returns the summary also written to OUTPUT/summary.json."""
     checkpoint = resolve_model(config.model)
-    model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)  # fail here, in one line
+    ckpt = load_checkpoint(checkpoint)
+    model_from_checkpoint(ckpt, checkpoint)  # fail here, in one line
+    identity = job_identity(config, ckpt.get("run_hash") or str(checkpoint))
+    check_resumable(Path(config.output), identity)  # before anything of a finished job is touched
     out = open_job_folder(Path(config.output))
     (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     start, timings = time.perf_counter(), {}
     ensure_ray(config.ray_address)
-    plan = _load_or_plan(config, out, timings)
+    plan = _load_or_plan(config, out, identity, timings)
     _create_outputs(out, plan.n_rows, config.box)
     stats = run_inference(config, plan, out, checkpoint)
     timings["inference_s"] = stats.pop("inference_s")

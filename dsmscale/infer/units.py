@@ -8,7 +8,10 @@ ranges are stable and a rerun skips exactly the finished units.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from dsmscale.io.omezarr import Tomogram
 from dsmscale.io.particles import ParticleTable
 
 ROW_CHUNK = 64  # particles per chunk of the per-particle output arrays
+IDENTITY = "identity.json"  # in the plan folder: what the plan and finished units depend on
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,17 @@ class Plan:
         last = self.units.iloc[-1]
         return int(last["row0"] + math.ceil(last["n"] / ROW_CHUNK) * ROW_CHUNK)
 
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.units.to_parquet(folder / "units.parquet", index=False)
-        self.particles.to_parquet(folder / "particles.parquet", index=False)
-        self.skipped.to_parquet(folder / "skipped.parquet", index=False)
+    def save(self, folder: Path, identity: dict) -> None:
+        """Write the plan with the job identity it was made for, whole or not at all: a
+        half-written plan (a crash) is replaced, never loaded."""
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in ("units", "particles", "skipped"):
+            getattr(self, name).to_parquet(tmp / f"{name}.parquet", index=False)
+        (tmp / IDENTITY).write_text(json.dumps(identity, indent=2))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
 
     @classmethod
     def load(cls, folder: Path) -> Plan:

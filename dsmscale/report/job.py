@@ -63,14 +63,20 @@ def _discovery(discovery: dict) -> list[str]:
     return lines
 
 
+def _throughput(summary: dict) -> str:
+    if summary["particles_per_s"] is None:
+        return "every work unit was finished by an earlier run of this job"
+    return (f"{summary['end_to_end_per_s']:.1f} particles/s over the whole job "
+            f"({summary['particles_per_s']:.1f}/s in the inference stage)")
+
+
 def write_job_report(out: Path, summary: dict, discovery: dict | None) -> Path:
     """Write ``out/report.md`` from the job summary and the discovery summary (if any)."""
     counts = streamed_counts(out, "class_name")
     lines = [
         "# dsmscale job report", "",
         f"{summary['particles']} particles in {summary['tomograms']} tomogram(s); model "
-        f"`{summary['model']}`; {summary['end_to_end_per_s']:.1f} particles/s over the whole job "
-        f"({summary.get('particles_per_s', 0.0):.1f}/s in the inference stage).", "",
+        f"`{summary['model']}`; {_throughput(summary)}.", "",
         *_timings(summary), "",
         "## Particles per tomogram", "", "| tomogram | particles |", "|---|---|",
         *[f"| {t} | {n} |" for t, n in sorted(streamed_counts(out, "tomogram").items())],
