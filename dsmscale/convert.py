@@ -34,7 +34,8 @@ class ConvertConfig(JobConfig):
     """
 
     levels: int = Field(3, ge=1, le=8, description="pyramid levels (2x2x2 mean each)")
-    chunk: int = Field(64, ge=16, le=512, description="chunk edge in voxels (cubic chunks)")
+    chunk: int = Field(64, ge=16, le=512, multiple_of=2, description="chunk edge in voxels "
+                       "(cubic chunks; even, so each chunk of z planes halves whole)")
     codec: Codec = Field("lz4", description="Blosc codec, or 'none'")
     clevel: int = Field(5, ge=0, le=9, description="Blosc compression level")
     zarr_format: Literal[2, 3] = Field(3, description="3 writes NGFF 0.5, 2 writes NGFF 0.4")

@@ -152,12 +152,15 @@ class _RowWindow:
     def _read(self, r: int) -> np.ndarray:
         return np.asarray(self.array[r * self.chunk_z:(r + 1) * self.chunk_z])
 
+    def advance(self, z: int) -> None:
+        """Drop the rows below plane ``z``: boxes come in ascending z, so the next box starting
+        at ``z`` or later never needs them again."""
+        for old in [k for k in self.rows if k < max(z, 0) // self.chunk_z]:
+            del self.rows[old]
+
     def row(self, r: int) -> np.ndarray:
-        """Row ``r`` (rows are requested in non-decreasing order of the lowest row a box needs;
-        rows below ``r`` are therefore dropped when ``r`` is first requested)."""
+        """Row ``r``, decoded now or taken from the prefetch; the next row starts decoding."""
         if r not in self.rows:
-            for old in [k for k in self.rows if k < r]:
-                del self.rows[old]
             self.rows[r] = self.pool.submit(self._read, r)
         if r < self.last_row and r + 1 not in self.rows:
             self.rows[r + 1] = self.pool.submit(self._read, r + 1)
@@ -229,6 +232,7 @@ def _cut_batches(window: _RowWindow, starts, ids, coords, box, batch_size, norma
         padded = np.zeros(stop - first, dtype=bool)
         for j, i in enumerate(range(first, stop)):
             z, y, x = starts[i]
+            window.advance(z)
             if simple[i]:
                 r = z // cz
                 boxes[j] = window.row(r)[z - r * cz:z - r * cz + box, y:y + box, x:x + box]

@@ -40,6 +40,12 @@ def test_convert_writes_valid_pyramid(tmp_path, odd_volume, zarr_format, model):
     assert level0.attrs["mrc_header"]["nx"] == 51
 
 
+def test_odd_chunk_is_refused():
+    """An odd chunk of z planes would be halved with a padded plane inside the volume."""
+    with pytest.raises(ValueError, match="multiple of 2"):
+        ConvertConfig(chunk=17)
+
+
 def test_downsample_mean_odd_edges():
     block = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
     out = downsample_mean(block)

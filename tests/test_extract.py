@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
 from dsmscale.errors import InputError
-from dsmscale.extract import extract_subtomograms, extract_unit, plan_extraction
+from dsmscale.extract import _RowWindow, extract_subtomograms, extract_unit, plan_extraction
 from dsmscale.io.omezarr import open_tomogram
 from dsmscale.io.particles import make_particles
 from dsmscale.io.subtomograms import read_subtomograms, write_subtomograms
@@ -102,6 +103,27 @@ def test_each_chunk_row_is_read_once(blob_store):
     assert len(got) == 2000
     z_starts = [k.start for k in reads]
     assert sorted(z_starts) == sorted(set(z_starts)) == [0, 32, 64]
+
+
+def test_row_window_holds_at_most_three_rows(blob_store, tmp_path, monkeypatch):
+    """Memory is bounded by the window, not by the unit: rows are dropped once passed."""
+    store = convert_mrc_to_ome_zarr(blob_store["mrc"], tmp_path / "c16.zarr",
+                                    ConvertConfig(chunk=16, levels=1), progress=False)
+    tomo = open_tomogram(store)  # 6 chunk rows of 16 planes
+    held, row = [], _RowWindow.row
+
+    def counting_row(window, r):
+        out = row(window, r)
+        held.append(len(window.rows))
+        return out
+
+    monkeypatch.setattr(_RowWindow, "row", counting_row)
+    table = make_particles(np.random.default_rng(1).uniform(0, [95, 129, 149], size=(500, 3)),
+                           "blobs", 8.0)
+    plan = plan_extraction(tomo, table, box=12, rows_per_unit=6)
+    assert len(plan.units) == 1
+    got = _collect(extract_unit(tomo, plan.units[0], box=12))
+    assert len(got) == 500 and max(held) == 3  # a box across two rows, and the prefetch
 
 
 def test_input_errors(blob_store):
