@@ -76,3 +76,15 @@ def test_rerun_with_other_inputs_is_refused_and_keeps_the_finished_job(job, tmp_
         with pytest.raises(InputError, match=f"job made with other {next(iter(change))}"):
             run_job(config.model_copy(update=change))
     assert Path(config.output, "summary.json").read_text() == summary  # still marked finished
+
+
+def test_coordinates_in_angstrom_do_not_depend_on_the_level_seen(job):
+    """At pyramid level 1 the boxes are cut from the half-size volume, but every particle's Å
+    coordinates are still its level-0 position times the level-0 voxel size."""
+    config, table = job
+    run_job(config.model_copy(update={"level": 1, "discover": None, "write_maps": False}))
+    results = read_results(Path(config.output)).set_index("particle_id").loc[table.df["particle_id"]]
+    np.testing.assert_allclose(results[["z_a", "y_a", "x_a"]].to_numpy(), table.coordinates_a(),
+                               atol=1e-6)
+    np.testing.assert_allclose(results[["z", "y", "x"]].to_numpy(),
+                               table.at_level(1).df[["z", "y", "x"]].to_numpy())

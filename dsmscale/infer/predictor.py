@@ -29,6 +29,7 @@ from dsmscale.hardware import configure_threads
 from dsmscale.infer.backend import CompileMode, InferenceModel
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.io.omezarr import open_tomogram
+from dsmscale.io.particles import pixels_to_angstrom
 
 
 @lru_cache(maxsize=16)
@@ -48,7 +49,7 @@ def extract_batch(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarra
         parts = list(extract_unit(tomo, unit, box, batch_size=256, normalise=True))
     return {
         "unit_id": batch["unit_id"], "tomogram": batch["tomogram"], "row0": batch["row0"],
-        "voxel_size_a": np.array([tomo.voxel_size_a]),
+        "voxel_size_a": np.array([tomo.voxel_size_a]), "level": np.array([tomo.level]),
         "particle_id": np.concatenate([p.particle_id for p in parts])[None],
         "centres": np.concatenate([p.centres_px for p in parts])[None],
         "padded": np.concatenate([p.padded for p in parts])[None],
@@ -116,7 +117,8 @@ class Predictor:
 
     def _write_part(self, batch: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
         ids, centres = batch["particle_id"][0], batch["centres"][0]
-        vs = float(batch["voxel_size_a"][0])
+        centres_a = pixels_to_angstrom(centres, float(batch["voxel_size_a"][0]),
+                                       int(batch["level"][0]))
         row0 = int(batch["row0"][0])
         columns = {
             "particle_id": pa.array(ids.astype(np.int64)),
@@ -124,7 +126,7 @@ class Predictor:
             "unit_id": pa.array([str(batch["unit_id"][0])] * len(ids)),
             "row": pa.array(np.arange(row0, row0 + len(ids), dtype=np.int64)),
             **{ax: pa.array(centres[:, i]) for i, ax in enumerate("zyx")},
-            **{f"{ax}_a": pa.array(centres[:, i] * vs) for i, ax in enumerate("zyx")},
+            **{f"{ax}_a": pa.array(centres_a[:, i]) for i, ax in enumerate("zyx")},
             "padded": pa.array(batch["padded"][0].astype(bool)),
         }
         if "probabilities" in out:

@@ -71,9 +71,16 @@ class ParticleTable:
 
     def coordinates_a(self) -> np.ndarray:
         """(N, 3) coordinates in Å, (z, y, x), relative to the centre of voxel 0 of level 0."""
-        factor = 2.0**self.level
-        return (self.df[COORDS].to_numpy() * factor + (factor - 1) / 2) * (
-            self.voxel_size_a / factor)
+        return pixels_to_angstrom(self.df[COORDS].to_numpy(), self.voxel_size_a, self.level)
+
+
+def pixels_to_angstrom(coords_px: np.ndarray, voxel_size_a: float, level: int) -> np.ndarray:
+    """Pixel coordinates at pyramid ``level`` (voxel size ``voxel_size_a`` Å at that level) in Å
+    from the centre of voxel 0 of level 0, whose own centre sits ``(2**level - 1) / 2`` level-0
+    pixels in."""
+    factor = 2.0**level
+    return (np.asarray(coords_px, dtype=np.float64) * factor + (factor - 1) / 2) * (
+        voxel_size_a / factor)
 
 
 def validate_particles(df: pd.DataFrame, voxel_size_a: float, source) -> None:
