@@ -56,10 +56,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     tomo = open_tomogram(args.tomogram, args.level)
     full = open_tomogram(args.tomogram, 0)
-    is_copick = args.particles.suffix == ".json" or args.particles.is_dir()
-    # copick picks are in Å: without --voxel-size they are read on the tomogram's own grid.
-    voxel_size = args.voxel_size or (full.voxel_size_a if is_copick else None)
-    table = read_particles(args.particles, voxel_size, full.shape)
+    table = read_particles(args.particles, args.voxel_size, full.shape, full.voxel_size_a)
     plan = plan_extraction(tomo, table, args.box, args.edge)
     batches = (b for u in plan.units for b in extract_unit(tomo, u, args.box, 64, args.normalise))
     out = write_subtomograms(_progress(batches, plan.n_particles), plan.n_particles, args.box,
@@ -213,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalise", action="store_true", help="zero mean, unit std per box")
     p.add_argument("--level", type=int, default=0, help="pyramid level (default 0)")
     p.add_argument("--voxel-size", type=float,
-                   help="voxel size (Å) of the particle coordinates, if the table lacks it")
+                   help="voxel size (Å) of the particle coordinates, for a table that records "
+                   "none (one that does must agree); copick picks default to the tomogram's")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_extract)
 

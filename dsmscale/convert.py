@@ -23,6 +23,7 @@ from dsmscale.config import JobConfig
 from dsmscale.errors import InputError
 from dsmscale.io.atomic import build_output_dir
 from dsmscale.io.mrc import open_volume
+from dsmscale.io.names import by_stem
 from dsmscale.io.omezarr import Codec, create_pyramid
 
 
@@ -188,7 +189,8 @@ def convert_many(
     task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=[OSError])(
         convert_mrc_to_ome_zarr)
     out = Path(output_dir)
-    refs = {str(s): task.remote(s, out / f"{_stem(Path(s))}.zarr", config, False) for s in sources}
+    named = by_stem([str(s) for s in sources], "tomogram")
+    refs = {s: task.remote(s, out / f"{stem}.zarr", config, False) for stem, s in named.items()}
     done, failed = [], {}
     for source, ref in tqdm(refs.items(), desc="convert", unit="tomogram"):
         try:
@@ -198,12 +200,3 @@ def convert_many(
             failed[source] = str(cause).splitlines()[0]
     return done, failed
 
-
-def _stem(path: Path) -> str:
-    """File name without .mrc/.map/.rec and compression suffixes."""
-    name = path.name
-    for suffix in (".gz", ".bz2"):
-        name = name.removesuffix(suffix)
-    for suffix in (".mrc", ".map", ".rec", ".mrcs"):
-        name = name.removesuffix(suffix)
-    return name

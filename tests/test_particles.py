@@ -96,3 +96,21 @@ def test_bad_tables(tmp_path, table):
     (tmp_path / "empty.csv").write_text("z,y,x\n")
     with pytest.raises(InputError, match="empty.csv.*empty"):
         read_particles(tmp_path / "empty.csv", voxel_size_a=10.0)
+
+
+@pytest.mark.parametrize("suffix", [".star", ".csv"])
+def test_a_table_keeps_its_own_pixel_size(tmp_path, table, suffix):
+    """The pixel size a table records wins; a given one only fills a gap and must agree."""
+    path = write_csv(table, tmp_path / "p.csv") if suffix == ".csv" else write_star(
+        table, tmp_path / "p.star")
+    assert read_particles(path, voxel_size_a=10.0).voxel_size_a == 10.0
+    with pytest.raises(InputError, match=f"p{suffix}: records pixel size 10 Å but 5 Å was given"):
+        read_particles(path, voxel_size_a=5.0)
+    bare = tmp_path / f"bare{suffix}"
+    if suffix == ".csv":
+        table.df.to_csv(bare, index=False)
+    else:
+        starfile.write(pd.DataFrame({f"rlnCoordinate{a}": table.df[a.lower()] for a in "XYZ"}), bare)
+    assert read_particles(bare, voxel_size_a=5.0).voxel_size_a == 5.0
+    with pytest.raises(InputError, match="records no pixel size"):
+        read_particles(bare)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt, field_validator
 
 from dsmscale.config import JobConfig
 from dsmscale.convert import ConvertConfig
@@ -29,11 +29,14 @@ class RunConfig(JobConfig):
     box: int = Field(40, ge=8)
     level: int = Field(0, ge=0, description="pyramid level the model sees")
     edge: Literal["pad", "skip"] = "pad"
-    voxel_size_a: float | None = Field(None, gt=0, description="for tables without a pixel size")
+    voxel_size_a: float | None = Field(
+        None, gt=0, description="pixel size (Å) for tables that record none (one that does "
+        "must agree)")
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="subtomograms per forward pass; 'auto': the fastest of 4-256 timed "
         "by each actor at start-up (small on CPUs, large on GPUs)")
-    num_actors: int | tuple[int, int] = Field(1, description="fixed size or (min, max)")
+    num_actors: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        1, description="model actors: a fixed number, or (min, max) to autoscale between")
     gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 if GPUs exist")
     cpus_per_actor: float = Field(1.0, gt=0)
     threads_per_actor: int | None = Field(None, ge=1, description="torch threads per actor")
@@ -53,3 +56,10 @@ class RunConfig(JobConfig):
     convert: ConvertConfig = Field(default_factory=ConvertConfig)
     discover: DiscoverConfig | None = Field(default_factory=DiscoverConfig,
                                             description="feature clustering; null to skip")
+
+    @field_validator("num_actors")
+    @classmethod
+    def _min_not_above_max(cls, value):
+        if isinstance(value, tuple) and value[0] > value[1]:
+            raise ValueError(f"(min, max) = {value}: min is above max")
+        return value

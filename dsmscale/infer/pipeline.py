@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ from dsmscale.infer.config import COMPILE_MIN_PARTICLES, RunConfig
 from dsmscale.infer.predictor import Predictor, extract_batch
 from dsmscale.infer.units import IDENTITY, ROW_CHUNK, Plan, plan_units
 from dsmscale.io.atomic import write_file_atomic
-from dsmscale.io.omezarr import compressor_for, open_tomogram
+from dsmscale.io.names import by_stem, is_mrc
+from dsmscale.io.omezarr import Tomogram, compressor_for, open_tomogram
 from dsmscale.io.particles import ParticleTable, read_particles
 from dsmscale.parallel import ensure_ray
 from dsmscale.pick import pick_particles
@@ -35,18 +37,11 @@ from dsmscale.report.job import write_job_report
 from dsmscale.weights import resolve_model
 
 IO_ERROR_PATTERN = r"\[Errno \d+\]"  # how every OSError's message starts
-MRC_SUFFIXES = (".mrc", ".map", ".rec", ".mrc.gz", ".mrc.bz2", ".map.gz", ".rec.gz")
 
 
-def _stem(path: str) -> str:
-    name = Path(path.rstrip("/")).name
-    for suffix in (".zarr", *MRC_SUFFIXES, ".star", ".csv", ".json"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-def expand_inputs(patterns: list[str]) -> list[str]:
-    """Globs expanded (local paths); URLs passed through; missing local paths are errors."""
+def expand_inputs(patterns: list[str], kind: str) -> list[str]:
+    """Globs expanded (local paths); URLs passed through; missing local paths are errors that
+    say which ``kind`` of input is missing."""
     found = []
     for pattern in patterns:
         if "://" in pattern:
@@ -54,43 +49,68 @@ def expand_inputs(patterns: list[str]) -> list[str]:
             continue
         matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
         if not matches or not all(Path(m).exists() for m in matches):
-            raise InputError(pattern, "no such tomogram")
+            raise InputError(pattern, f"no such {kind}")
         found += matches
     return found
 
 
-def resolve_tomograms(config: RunConfig, out: Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class JobInputs:
+    """The job's inputs by name: ``{name: tomogram path}`` and ``{name: particle table path}``
+    (empty: the DoG picker finds the particles)."""
+
+    tomograms: dict[str, str]
+    tables: dict[str, str]
+
+
+def name_inputs(config: RunConfig) -> JobInputs:
+    """Every input exists and has a name of its own, and every tomogram has exactly one table
+    (matched by file stem; or the single table of a single tomogram). Checked before the job
+    folder exists, from names alone."""
+    tomograms = by_stem(expand_inputs(config.tomograms, "tomogram"), "tomogram")
+    if not config.particles:
+        return JobInputs(tomograms, {})
+    paths = expand_inputs(config.particles, "particle table")
+    if len(tomograms) == 1:
+        if len(paths) > 1:
+            raise InputError(paths[1], f"a second particle table for the one tomogram "
+                             f"(first: {paths[0]}); merge them or give one tomogram each")
+        return JobInputs(tomograms, {next(iter(tomograms)): paths[0]})
+    tables = by_stem(paths, "particle table")
+    for name, path in tables.items():
+        if name not in tomograms:
+            raise InputError(path, f"no tomogram named {name!r} among {sorted(tomograms)}")
+    missing = sorted(set(tomograms) - set(tables))
+    if missing:
+        raise InputError(None, f"no particle table for tomograms {missing}")
+    return JobInputs(tomograms, tables)
+
+
+def resolve_tomograms(inputs: JobInputs, config: RunConfig, out: Path) -> dict[str, str]:
     """{name: OME-Zarr store}; MRC inputs are converted (in parallel) under OUTPUT/tomograms."""
-    inputs = expand_inputs(config.tomograms)
-    mrcs = [p for p in inputs if p.lower().endswith(MRC_SUFFIXES)]
-    stores = {_stem(p): p for p in inputs if p not in mrcs}
-    todo = [p for p in mrcs if not (out / "tomograms" / f"{_stem(p)}.zarr").exists()]
+    mrcs = {stem: p for stem, p in inputs.tomograms.items() if is_mrc(p)}
+    todo = [p for stem, p in mrcs.items() if not (out / "tomograms" / f"{stem}.zarr").exists()]
     if todo:
         _, failed = convert_many(todo, out / "tomograms", config.convert)
         if failed:
             raise InputError(next(iter(failed)), next(iter(failed.values())).split(": ", 1)[-1])
-    stores.update({_stem(p): str(out / "tomograms" / f"{_stem(p)}.zarr") for p in mrcs})
-    return stores
+    return inputs.tomograms | {stem: str(out / "tomograms" / f"{stem}.zarr") for stem in mrcs}
 
 
-def resolve_particles(config: RunConfig, tomograms: dict) -> dict[str, ParticleTable]:
-    """One table per tomogram: read (matched by stem, or the single table for a single
-    tomogram) or picked with the DoG picker."""
-    if not config.particles:
+def resolve_particles(inputs: JobInputs, config: RunConfig,
+                      tomograms: dict[str, Tomogram]) -> dict[str, ParticleTable]:
+    """One table per tomogram: read, or picked with the DoG picker."""
+    if not inputs.tables:
         return {name: pick_particles(tomo, config.pick.model_copy(update={"level": tomo.level}),
                                      name=name) for name, tomo in tomograms.items()}
     tables = {}
-    paths = expand_inputs(config.particles)
-    for path in paths:
-        name = _stem(path) if len(tomograms) > 1 else next(iter(tomograms))
-        if name not in tomograms:
-            raise InputError(path, f"no tomogram named {name!r} among {sorted(tomograms)}")
+    for name, path in inputs.tables.items():
         full = open_tomogram(tomograms[name].source, 0)
-        vs = config.voxel_size_a or (full.voxel_size_a if path.endswith(".json") else None)
-        tables[name] = read_particles(path, vs, full.shape)
-    missing = sorted(set(tomograms) - set(tables))
-    if missing:
-        raise InputError(None, f"no particle table for tomograms {missing}")
+        tables[name] = read_particles(path, config.voxel_size_a, full.shape, full.voxel_size_a)
+        held = tables[name].df["tomogram"].unique()
+        if len(held) > 1:
+            raise InputError(path, f"holds particles of {len(held)} tomograms ({', '.join(held[:3])}"
+                             f"{', …' if len(held) > 3 else ''}): give one table per tomogram")
     return tables
 
 
@@ -224,16 +244,17 @@ def check_resumable(out: Path, identity: dict) -> None:
                          "output folder, or delete this one to start again")
 
 
-def _load_or_plan(config: RunConfig, out: Path, identity: dict, timings: dict) -> Plan:
+def _load_or_plan(config: RunConfig, inputs: JobInputs, out: Path, identity: dict,
+                  timings: dict) -> Plan:
     plan_dir = out / "plan"
     if (plan_dir / IDENTITY).is_file():
         return Plan.load(plan_dir)
     t0 = time.perf_counter()
-    stores = resolve_tomograms(config, out)
+    stores = resolve_tomograms(inputs, config, out)
     timings["convert_s"] = time.perf_counter() - t0
     tomograms = {n: open_tomogram(s, config.level) for n, s in stores.items()}
     t0 = time.perf_counter()
-    tables = resolve_particles(config, tomograms)
+    tables = resolve_particles(inputs, config, tomograms)
     timings["particles_s"] = time.perf_counter() - t0
     if not sum(len(t) for t in tables.values()):
         raise InputError(None, "no particles to process (empty tables and no picks)")
@@ -284,11 +305,12 @@ def run_job(config: RunConfig) -> dict:
     model_from_checkpoint(ckpt, checkpoint)  # fail here, in one line
     identity = job_identity(config, ckpt.get("run_hash") or str(checkpoint))
     check_resumable(Path(config.output), identity)  # before anything of a finished job is touched
+    inputs = name_inputs(config)
     out = open_job_folder(Path(config.output))
     (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     start, timings = time.perf_counter(), {}
     ensure_ray(config.ray_address)
-    plan = _load_or_plan(config, out, identity, timings)
+    plan = _load_or_plan(config, inputs, out, identity, timings)
     _create_outputs(out, plan.n_rows, config.box)
     stats = run_inference(config, plan, out, checkpoint)
     timings["inference_s"] = stats.pop("inference_s")

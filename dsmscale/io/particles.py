@@ -14,6 +14,7 @@ Conventions (stated once, used everywhere):
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -135,10 +136,7 @@ def read_star(
     df = blocks.get("particles", next(iter(blocks.values()), None))
     if df is None or not isinstance(df, pd.DataFrame) or df.empty:
         raise InputError(path, "STAR file holds no particle rows")
-    optics = blocks.get("optics")
-    voxel_size_a = voxel_size_a or _star_pixel_size(df, optics)
-    if voxel_size_a is None:
-        raise InputError(path, "no pixel size column; pass the voxel size (Å)")
+    voxel_size_a = _pixel_size(path, voxel_size_a, _star_pixel_size(df, blocks.get("optics")))
     if {"rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"} <= set(df.columns):
         xyz = df[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(dtype=float)
     elif {f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"} <= set(df.columns):
@@ -163,6 +161,17 @@ def read_star(
     tomo = df[tomo_col].astype(str).to_numpy() if tomo_col else path.stem
     return _checked(path, lambda: make_particles(xyz[:, ::-1], tomo, voxel_size_a, ids=ids,
                                                  **extra))
+
+
+def _pixel_size(path: Path, given: float | None, recorded: float | None) -> float:
+    """The pixel size (Å) of a table's coordinates: the one it records, else the one given; the
+    two disagreeing is an error (coordinates would be scaled wrongly without a sign)."""
+    if given is not None and recorded is not None and not math.isclose(given, recorded,
+                                                                        rel_tol=1e-3):
+        raise InputError(path, f"records pixel size {recorded:g} Å but {given:g} Å was given")
+    if recorded is None and given is None:
+        raise InputError(path, "records no pixel size; pass the voxel size (Å)")
+    return recorded if recorded is not None else given
 
 
 def _star_pixel_size(df: pd.DataFrame, optics: pd.DataFrame | None) -> float | None:
@@ -340,9 +349,7 @@ def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None) -> Part
         raise InputError(path, "particle table is empty")
     level = int(df.pop("level").iloc[0]) if "level" in df.columns else 0
     file_vs = float(df.pop("voxel_size_a").iloc[0]) if "voxel_size_a" in df.columns else None
-    vs = voxel_size_a or file_vs
-    if vs is None:
-        raise InputError(path, "no voxel_size_a column; pass the voxel size (Å)")
+    vs = _pixel_size(path, voxel_size_a, file_vs)
     if "particle_id" not in df.columns:
         df.insert(0, "particle_id", np.arange(len(df), dtype=np.int64))
     if "tomogram" not in df.columns:
@@ -357,22 +364,34 @@ def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None) -> Part
 def read_particles(
     path: str | os.PathLike, voxel_size_a: float | None = None,
     tomogram_shape_zyx: tuple[int, int, int] | None = None,
+    tomogram_voxel_size_a: float | None = None,
 ) -> ParticleTable:
-    """Read a particle table by suffix: ``.star``, ``.json`` (copick) or a copick root, ``.csv``."""
+    """Read a particle table by suffix: ``.star``, ``.json`` (copick) or a copick root, ``.csv``.
+
+    ``voxel_size_a`` is the pixel size of a table that does not record one; copick picks are in
+    Å and are placed on a grid of ``voxel_size_a``, else of the tomogram's ``tomogram_voxel_size_a``
+    (level 0). ``tomogram_shape_zyx`` (level 0) places RELION 5 centred coordinates."""
     path = Path(path)
     if path.suffix == ".star":
         table = read_star(path, voxel_size_a, tomogram_shape_zyx)
     elif path.suffix == ".csv":
         table = read_csv(path, voxel_size_a)
-    elif path.suffix == ".json" or path.is_dir():
-        if voxel_size_a is None:
+    elif is_copick(path):
+        grid = voxel_size_a or tomogram_voxel_size_a
+        if grid is None:
             raise InputError(path, "copick picks are in Å: pass the tomogram voxel size")
-        table = read_copick(path, voxel_size_a)
+        table = read_copick(path, grid)
     else:
         raise InputError(path, "unknown particle table format (use .star, .csv or copick .json)")
     if len(table) == 0:
         raise InputError(path, "particle table is empty")
     return table
+
+
+def is_copick(path: str | os.PathLike) -> bool:
+    """A copick picks file (``.json``) or project root (a folder): coordinates in Å, so the
+    tomogram's voxel size places them on its grid."""
+    return str(path).endswith(".json") or Path(path).is_dir()
 
 
 def write_particles(table: ParticleTable, path: str | os.PathLike, **kwargs) -> Path | list[Path]:

@@ -1,5 +1,6 @@
 """Bad input through the CLI: one line naming the file and the problem, exit 2, nothing written."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,50 @@ def test_run_rejects_config(tmp_path, store, keys, problem):
     result = run_cli("run", "--config", _run_yaml(tmp_path, store, **keys))
     assert_clean_failure(result, "job.yaml", problem, tmp_path)
     assert_job_not_started(tmp_path)
+
+
+def _same_name_elsewhere(tmp, store):
+    shutil.copytree(store, tmp / "elsewhere" / Path(store).name)
+    return {"tomograms": [str(store), str(tmp / "elsewhere" / Path(store).name)]}
+
+
+def _two_tables(tmp, store):
+    (tmp / "q").mkdir()
+    return {"particles": [str(_csv(tmp, [[40, 60, 70]])), str(_csv(tmp / "q", [[50, 60, 70]]))]}
+
+
+RUN_NAMING_CASES = {  # found from names alone: the job folder is never made
+    "two tomograms of one name": (_same_name_elsewhere, "blobs.zarr",
+                                  "tomogram name 'blobs' is also the name of"),
+    "two tables for one tomogram": (_two_tables, "p.csv",
+                                    "a second particle table for the one tomogram"),
+    "missing table": (lambda t, s: {"particles": [str(t / "picks.star")]}, "picks.star",
+                      "no such particle table"),
+    "no actors": (lambda t, s: {"num_actors": 0}, "job.yaml", "config key 'num_actors'"),
+    "autoscale min above max": (lambda t, s: {"num_actors": [3, 1]}, "job.yaml",
+                                "min is above max"),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_NAMING_CASES))
+def test_run_rejects_inputs_before_starting(tmp_path, store, tiny_checkpoint, case):
+    make, name, problem = RUN_NAMING_CASES[case]
+    config = _run_yaml(tmp_path, store, model=str(tiny_checkpoint))
+    keys = yaml.safe_load(config.read_text()) | make(tmp_path, store)
+    config.write_text(yaml.safe_dump(keys))
+    result = run_cli("run", "--config", config)
+    assert_clean_failure(result, name, problem, tmp_path)
+    assert_job_not_started(tmp_path)
+
+
+def test_run_rejects_a_table_of_several_tomograms(tmp_path, store, tiny_checkpoint):
+    table = make_particles(np.array([[40.0, 60, 70], [50, 60, 70]]), ["blobs", "TS_02"], 8.0)
+    config = _run_yaml(tmp_path, store, model=str(tiny_checkpoint),
+                       particles=[str(write_csv(table, tmp_path / "all.csv"))])
+    result = run_cli("run", "--config", config)
+    assert_clean_failure(result, "all.csv", "holds particles of 2 tomograms (blobs, TS_02)",
+                         tmp_path)
+    assert not (tmp_path / "job" / "summary.json").exists()
 
 
 def test_run_unwritable_output(tmp_path, store, tiny_checkpoint):
