@@ -10,6 +10,10 @@ import torch
 from dsmscale.errors import InputError
 from dsmscale.models import build_model
 
+#: Checkpoints written before the input grid was recorded were all trained on the simulator's
+#: 40³ boxes at 10 Å per voxel.
+LEGACY_GRID = (40, 10.0)
+
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a dsmscale checkpoint safely (``weights_only=True``); one-line errors if broken."""
@@ -34,3 +38,8 @@ def model_from_checkpoint(ckpt: dict, source: str | os.PathLike = "checkpoint"):
         raise InputError(source, f"weights do not fit model {ckpt['model']!r} "
                                  f"({str(exc).splitlines()[0]})") from exc
     return model.eval()
+
+
+def model_grid(ckpt: dict) -> tuple[int, float]:
+    """The input box edge (voxels) and voxel size (Å) a checkpoint's network was trained on."""
+    return int(ckpt.get("box", LEGACY_GRID[0])), float(ckpt.get("voxel_size_a", LEGACY_GRID[1]))

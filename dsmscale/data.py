@@ -71,6 +71,19 @@ def dataset_classes(dataset: str | os.PathLike) -> list[str]:
     return list(train.sort_values("class_index")["class_name"].drop_duplicates())
 
 
+def dataset_voxel_size_a(dataset: str | os.PathLike) -> float:
+    """The voxel size (Å) of a dataset's boxes, recorded by the simulator on its arrays."""
+    path = Path(dataset) / "subtomograms.zarr"
+    try:
+        attrs = zarr.open_array(str(path), mode="r").attrs
+    except FileNotFoundError as exc:
+        raise InputError(dataset, "not a dataset folder (no subtomograms.zarr)") from exc
+    if "voxel_size_a" not in attrs:
+        raise InputError(path, "records no voxel_size_a (made by an older dsmscale: simulate "
+                         "the dataset again)")
+    return float(attrs["voxel_size_a"])
+
+
 def _table(dataset: Path) -> pd.DataFrame:
     path = dataset / "particles.parquet"
     if not path.is_file():

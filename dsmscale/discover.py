@@ -6,7 +6,7 @@ optionally an IncrementalPCA pass; k-means with k-means++ restarts on a bounded 
 particle starting from them; then a pass that assigns every particle to its nearest centre.
 Per cluster: size, composition by predicted class (and by true class when a truth table is
 given), mean classifier confidence, and the mean recovered density averaged from
-``density.zarr`` in chunk-aligned row blocks; FSC against a reference map when one is given.
+``density.zarr`` in chunk-aligned row blocks (`jobs/discover_unseen.py` scores them by FSC).
 Figures: t-SNE of a sample, coloured by cluster and by class; central slices of each cluster's
 average density.
 """
@@ -31,7 +31,6 @@ from sklearn.decomposition import IncrementalPCA
 
 from dsmscale.config import JobConfig
 from dsmscale.errors import InputError
-from dsmscale.metrics import fsc_curve, fsc_resolution
 
 
 class DiscoverConfig(JobConfig):
@@ -240,13 +239,11 @@ def _sample(job: Path, config: DiscoverConfig, n: int) -> tuple[np.ndarray, np.n
 
 
 def discover(job: str | Path, config: DiscoverConfig | None = None,
-             truth: pd.DataFrame | None = None, references: dict[str, np.ndarray] | None = None,
-             voxel_size_nm: float = 1.0) -> dict:
+             truth: pd.DataFrame | None = None) -> dict:
     """Cluster a finished job's features; write ``JOB/discovery/`` and return its summary.
 
     ``truth``: optional (particle_id, class_name) table for composition, ARI and NMI, with a
     ``tomogram`` column (the job's tomogram names) when the job has several tomograms.
-    ``references``: optional {class_name: (B, B, B) map} for FSC of the cluster averages.
     """
     from dsmscale.report.discovery import density_gallery, tsne_figure
 
@@ -259,8 +256,7 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
         truth, job))
     averages = tally.averages()
     np.save(out / "cluster_averages.npy", averages)
-    clusters = [_cluster_entry(tally, c, averages[c], references, voxel_size_nm)
-                for c in range(config.k)]
+    clusters = [_cluster_entry(tally, c) for c in range(config.k)]
     pick = np.random.default_rng(config.seed).permutation(len(rows))[:config.tsne_sample]
     rows, features = rows[pick], sample[pick]  # for the k report and t-SNE
     summary = {"k": config.k, "particles": int(tally.size.sum()), "clusters": clusters,
@@ -304,15 +300,11 @@ def _rows_of(parts: Path, rows: np.ndarray) -> pd.DataFrame:
     return pads.dataset(parts, format="parquet").to_table(filter=wanted).to_pandas()
 
 
-def _cluster_entry(tally: ClusterTally, c: int, average: np.ndarray,
-                   references: dict[str, np.ndarray] | None, voxel_size_nm: float) -> dict:
+def _cluster_entry(tally: ClusterTally, c: int) -> dict:
     size = int(tally.size[c])
     entry = {"cluster": c, "size": size,
              "mean_score": float(tally.score_sum[c] / size) if size else None,
              "predicted": dict(tally.predicted[c].most_common(3))}
     if tally.true[c]:
         entry["true"] = dict(tally.true[c].most_common(3))
-    for name, ref in (references or {}).items():
-        curve = fsc_curve(average, ref)
-        entry.setdefault("fsc_nm", {})[name] = fsc_resolution(curve, ref.shape[0], voxel_size_nm)
     return entry

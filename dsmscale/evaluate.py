@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
-from dsmscale.data import load_split
+from dsmscale.data import dataset_voxel_size_a, load_split
 from dsmscale.hardware import configure_threads, resolve_precision
 from dsmscale.metrics import fsc_curve, fsc_resolution, segmentation_counts, segmentation_scores
 from dsmscale.train import TrainStep
@@ -35,8 +35,9 @@ def predict_split(step: TrainStep, data, batch_size: int = 64):
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLike,
                         split: str = "test", output: str | os.PathLike | None = None,
-                        threads: int | None = None, voxel_size_nm: float = 1.0) -> dict:
-    """Evaluate a checkpoint on ``split``; write metrics.json and figures to ``output``."""
+                        threads: int | None = None) -> dict:
+    """Evaluate a checkpoint on ``split``; write metrics.json and figures to ``output``. FSC
+    resolutions are in nm, from the dataset's voxel size."""
     configure_threads(threads)
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
@@ -76,7 +77,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
     if n_fsc:
         mean_curve = fsc_sum / n_fsc
         metrics["fsc_curve"] = mean_curve.tolist()
-        metrics["fsc_resolution_nm"] = fsc_resolution(mean_curve, data.x.shape[-1], voxel_size_nm)
+        metrics["fsc_resolution_nm"] = fsc_resolution(mean_curve, data.x.shape[-1],
+                                                      dataset_voxel_size_a(dataset) / 10)
     if output is not None:
         from dsmscale.report.evaluation import confusion_figure, slices_figure
 

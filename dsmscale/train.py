@@ -39,6 +39,7 @@ from dsmscale.data import (
     WEDGE_ROTATIONS,
     SplitData,
     dataset_classes,
+    dataset_voxel_size_a,
     load_split,
     rotate_boxes_180,
 )
@@ -249,12 +250,15 @@ def validate(step: TrainStep, data: SplitData, batch_size: int) -> dict[str, flo
     return metrics
 
 
-def _checkpoint(step: TrainStep, config: TrainConfig, classes: list[str], epoch: int,
+def _checkpoint(step: TrainStep, config: TrainConfig, classes: list[str], grid: dict, epoch: int,
                 history: list[dict], best: float, scheduler, teacher_run: str | None) -> dict:
+    """Everything to resume the run, and to use its model: classes, input ``box`` (voxels) and
+    ``voxel_size_a`` (Å) the network was trained on, input and density normalisation."""
     return {
         "format": "dsmscale-checkpoint-1",
         "model": config.model, "heads": list(step.model.heads), "n_classes": len(classes),
         "classes": classes, "state_dict": step.model.state_dict(),
+        **grid,
         "normalisation": {"input": "per_box_zscore", "density_scale": DENSITY_SCALE},
         "config": config.model_dump(mode="json"), "run_hash": config.run_hash(),
         "epoch": epoch, "history": history, "best_val": best,
@@ -297,6 +301,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     classes = dataset_classes(config.dataset)
     train_data = load_split(config.dataset, "train", classes, config.limit_train)
     val_data = load_split(config.dataset, "val", classes, config.limit_val)
+    grid = {"box": int(train_data.x.shape[-1]), "voxel_size_a": dataset_voxel_size_a(config.dataset)}
     model = build_model(config.model, len(classes))
     teacher, teacher_run = _teacher(config, classes)
     step = TrainStep(model, precision, config.channels_last, config.lr, config.betas,
@@ -353,7 +358,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         history.append(entry)
         improved = entry["val_total"] < best
         best, stale = (entry["val_total"], 0) if improved else (best, stale + 1)
-        ckpt = _checkpoint(step, config, classes, epoch, history, best, scheduler, teacher_run)
+        ckpt = _checkpoint(step, config, classes, grid, epoch, history, best, scheduler,
+                           teacher_run)
         if improved:
             _save(ckpt, out / "best.pt")
         _save(ckpt, last)

@@ -45,6 +45,7 @@ from dsmscale.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 BOX = 40
+VOXEL_A = TomogramConfig().voxel_size_a  # the simulated grid this experiment runs on (Å)
 
 
 def simulate(workdir: Path, heldout: str, seed: int) -> Path:
@@ -118,7 +119,7 @@ def fsc_figures(reference, averages: dict[str, np.ndarray], out: Path) -> dict[s
         ax.set_title(f"{name} average")
     for name, average in averages.items():
         curve = fsc_curve(average, reference)
-        scores[name] = {"fsc_resolution_nm": fsc_resolution(curve, BOX, 1.0),
+        scores[name] = {"fsc_resolution_nm": fsc_resolution(curve, BOX, VOXEL_A / 10),
                         "fsc_sum": float(np.sum(curve)), "fsc_curve": np.round(curve, 4).tolist()}
         axes[-1].plot(np.arange(len(curve)) / BOX, curve, label=name)
     axes[-1].axhline(0.5, color="k", lw=0.8, ls="--")

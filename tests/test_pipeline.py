@@ -31,6 +31,9 @@ def test_job_outputs_every_particle_once(job):
     config, table = job
     summary = run_job(config)
     assert summary["particles_processed"] == len(table) and summary["units_total"] >= 3
+    # the blob tomogram is at 8 Å, the tiny model was trained on the simulator's 10 Å grid
+    assert len(summary["warnings"]) == 1 and "blobs.zarr: 8 Å per voxel at level 0, the model " \
+        "was trained at 10 Å" in summary["warnings"][0]
     results = read_results(Path(config.output))
     assert sorted(results["particle_id"]) == sorted(table.df["particle_id"])
     assert set(results["class_name"]) <= set(torch.load(config.model, weights_only=True)["classes"])
@@ -72,9 +75,11 @@ def test_rerun_with_other_inputs_is_refused_and_keeps_the_finished_job(job, tmp_
     (tmp_path / "fewer").mkdir()
     fewer = write_csv(ParticleTable(table.df.iloc[:5], table.voxel_size_a),
                       tmp_path / "fewer" / "blobs.csv")
-    for change in ({"box": 32}, {"particles": [str(fewer)]}, {"edge": "skip"}):
+    for change in ({"level": 1}, {"particles": [str(fewer)]}, {"edge": "skip"}):
         with pytest.raises(InputError, match=f"job made with other {next(iter(change))}"):
             run_job(config.model_copy(update=change))
+    with pytest.raises(InputError, match="takes 40³ boxes, not the job's box of 32"):
+        run_job(config.model_copy(update={"box": 32}))  # the network takes one box size
     assert Path(config.output, "summary.json").read_text() == summary  # still marked finished
 
 

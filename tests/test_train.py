@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_grid
 from dsmscale.data import rotate_boxes_180
 from dsmscale.errors import InputError
 from dsmscale.evaluate import evaluate_checkpoint
@@ -59,6 +59,8 @@ def test_evaluate_writes_metrics(tiny_dataset, tmp_path):
                                   tmp_path / "eval", threads=2)
     for key in ("obj_acc", "pix_acc", "miou", "fsc_resolution_nm"):
         assert 0 <= metrics[key] <= (40 if key == "fsc_resolution_nm" else 1)
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert model_grid(ckpt) == (40, 10.0) and ckpt["box"] == 40  # recorded, not the fallback
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["n"] == metrics["n"] > 0
     assert (tmp_path / "eval" / "confusion.png").is_file()

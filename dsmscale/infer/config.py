@@ -26,7 +26,8 @@ class RunConfig(JobConfig):
     particles: list[str] = Field(default_factory=list)
     output: str
     model: str = Field("default", description="'default', 'student' or a checkpoint path")
-    box: int = Field(40, ge=8)
+    box: int | None = Field(None, ge=8, description="box edge in voxels; default the model's "
+                            "(another is an error: the network takes one box size)")
     level: int = Field(0, ge=0, description="pyramid level the model sees")
     edge: Literal["pad", "skip"] = "pad"
     voxel_size_a: float | None = Field(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 import zarr
 from tqdm.auto import tqdm
 
-from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_grid
 from dsmscale.convert import convert_many
 from dsmscale.errors import InputError
 from dsmscale.infer.config import COMPILE_MIN_PARTICLES, RunConfig
@@ -223,6 +224,26 @@ def run_inference(config: RunConfig, plan: Plan, out: Path, checkpoint: Path) ->
                     "particles_per_node": per_node, "actor_time_s": actor_s}
 
 
+def with_model_box(config: RunConfig, ckpt: dict, source: Path) -> RunConfig:
+    """The config with the model's box; a job asking for another box is an error."""
+    box = model_grid(ckpt)[0]
+    if config.box not in (None, box):
+        raise InputError(source, f"takes {box}³ boxes, not the job's box of {config.box}")
+    return config.model_copy(update={"box": box})
+
+
+def voxel_size_warnings(plan: Plan, model_voxel_a: float) -> list[str]:
+    """Tomograms whose voxel size (at the level the model sees) is more than 10 % off the one
+    the model was trained at: its features, classes and masks are then of doubtful worth."""
+    warnings = []
+    for store, level in plan.units[["store", "level"]].drop_duplicates().itertuples(index=False):
+        vs = open_tomogram(store, int(level)).voxel_size_a
+        if abs(vs / model_voxel_a - 1) > 0.1:
+            warnings.append(f"{store}: {vs:g} Å per voxel at level {level}, the model was "
+                            f"trained at {model_voxel_a:g} Å (choose --level to match)")
+    return warnings
+
+
 def job_identity(config: RunConfig, model_run: str) -> dict:
     """What a job's plan and finished units depend on: its inputs, box, level, edge handling,
     unit size, picker (without tables) and model. A rerun resumes only when it matches."""
@@ -303,6 +324,7 @@ def run_job(config: RunConfig) -> dict:
     checkpoint = resolve_model(config.model)
     ckpt = load_checkpoint(checkpoint)
     model_from_checkpoint(ckpt, checkpoint)  # fail here, in one line
+    config = with_model_box(config, ckpt, checkpoint)
     identity = job_identity(config, ckpt.get("run_hash") or str(checkpoint))
     check_resumable(Path(config.output), identity)  # before anything of a finished job is touched
     inputs = name_inputs(config)
@@ -311,6 +333,9 @@ def run_job(config: RunConfig) -> dict:
     start, timings = time.perf_counter(), {}
     ensure_ray(config.ray_address)
     plan = _load_or_plan(config, inputs, out, identity, timings)
+    warnings = voxel_size_warnings(plan, model_grid(ckpt)[1])
+    for line in warnings:
+        print(f"dsmscale run: warning: {line}", file=sys.stderr)
     _create_outputs(out, plan.n_rows, config.box)
     stats = run_inference(config, plan, out, checkpoint)
     timings["inference_s"] = stats.pop("inference_s")
@@ -328,7 +353,7 @@ def run_job(config: RunConfig) -> dict:
                "skipped_at_edge": len(plan.skipped), **stats, "wall_s": wall,
                "end_to_end_per_s": stats["particles_processed"] / wall if wall else 0.0,
                "timings_s": timings, "model": str(checkpoint), "outputs": tables,
-               "discovery": discovery}
+               "discovery": discovery, "warnings": warnings}
     write_file_atomic(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
     discovery_summary = out / "discovery" / "summary.json"
     write_job_report(out, summary, json.loads(discovery_summary.read_text())

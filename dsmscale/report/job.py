@@ -77,6 +77,7 @@ def write_job_report(out: Path, summary: dict, discovery: dict | None) -> Path:
         "# dsmscale job report", "",
         f"{summary['particles']} particles in {summary['tomograms']} tomogram(s); model "
         f"`{summary['model']}`; {_throughput(summary)}.", "",
+        *[f"**Warning:** {line}  " for line in summary.get("warnings", [])],
         *_timings(summary), "",
         "## Particles per tomogram", "", "| tomogram | particles |", "|---|---|",
         *[f"| {t} | {n} |" for t, n in sorted(streamed_counts(out, "tomogram").items())],

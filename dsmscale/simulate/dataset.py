@@ -115,12 +115,13 @@ def _assign_splits(classes: np.ndarray, fractions, holdout, seed: int) -> np.nda
     return split
 
 
-def _new_arrays(folder: Path, box: int) -> dict[str, zarr.Array]:
+def _new_arrays(folder: Path, box: int, voxel_size_a: float) -> dict[str, zarr.Array]:
     folder.mkdir(parents=True)
     return {name: zarr.create_array(
         str(folder / f"{name}.zarr"), shape=(0, box, box, box), chunks=(64, box, box, box),
         dtype=dtype, compressors=compressor_for(3, "lz4", 5), zarr_format=3,
-        dimension_names=("particle", "z", "y", "x")) for name, dtype in ARRAYS.items()}
+        dimension_names=("particle", "z", "y", "x"), attributes={"voxel_size_a": voxel_size_a})
+        for name, dtype in ARRAYS.items()}
 
 
 def build_datasets(config: SimulateConfig, output: str | os.PathLike, overwrite: bool = False,
@@ -140,7 +141,7 @@ def _build(config: SimulateConfig, out: Path, progress: bool) -> dict:
     box, names, vs = config.box, list(config.datasets), config.tomogram.voxel_size_a
     (out / "tomograms").mkdir(parents=True)
     (out / "truth").mkdir()
-    arrays = {name: _new_arrays(out / "datasets" / name, box) for name in names}
+    arrays = {name: _new_arrays(out / "datasets" / name, box, vs) for name in names}
     rows, snr_measured, fractions, defocus = [], {n: [] for n in names}, [], []
     for t in tqdm(range(config.n_tomograms), desc="simulate", unit="tomogram", disable=not progress):
         tag = f"tomo_{t:03d}"
