@@ -55,6 +55,3 @@ class JobConfig(BaseModel):
             problems = [e["msg"] for e in errors if config_key(e["loc"]) == key]
             raise InputError(source, f"config key '{key}': {' or '.join(problems)}") from exc
 
-    def to_yaml(self, path: str | Path) -> None:
-        """Write the config as YAML (round-trips through `from_yaml`)."""
-        Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))

@@ -34,16 +34,13 @@ EdgePolicy = Literal["pad", "skip"]
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """Particles whose centres lie in chunk rows ``[row_start, row_stop)`` of one tomogram.
+    """Particles of one tomogram whose centres lie in chunk rows from ``row_start`` on.
 
     ``particles`` has columns ``particle_id, z, y, x`` (pixels at the tomogram's level), sorted
     by z. It is pure metadata: a unit can be shipped to any worker.
     """
 
-    source: str
-    level: int
     row_start: int
-    row_stop: int
     particles: pd.DataFrame
 
     def __len__(self) -> int:
@@ -82,6 +79,11 @@ def box_starts(centres_px: np.ndarray, box: int) -> np.ndarray:
     return np.floor(np.asarray(centres_px) + 0.5).astype(np.int64) - box // 2
 
 
+def boxes_inside(starts: np.ndarray, box: int, shape_zyx) -> np.ndarray:
+    """Which boxes of edge ``box`` starting at ``starts`` (n, 3) lie wholly inside a volume."""
+    return np.all((starts >= 0) & (starts + box <= np.asarray(shape_zyx)), axis=1)
+
+
 def _check_inside(tomogram: Tomogram, table: ParticleTable) -> None:
     coords = table.df[COORDS].to_numpy()
     outside = np.any((coords < -0.5) | (coords >= np.asarray(tomogram.shape) - 0.5), axis=1)
@@ -118,7 +120,7 @@ def plan_extraction(
     _check_inside(tomogram, particles)
     df = particles.df[["particle_id", *COORDS]]
     starts = box_starts(df[COORDS].to_numpy(), box)
-    inside = np.all((starts >= 0) & (starts + box <= np.asarray(tomogram.shape)), axis=1)
+    inside = boxes_inside(starts, box, tomogram.shape)
     skipped = df["particle_id"].to_numpy()[~inside] if edge == "skip" else np.empty(0, np.int64)
     if edge == "skip":
         df = df[inside]
@@ -130,8 +132,7 @@ def plan_extraction(
     for unit_index, idx in pd.Series(np.arange(len(df))).groupby(unit_of).indices.items():
         part = df.iloc[idx].sort_values("z", kind="stable").reset_index(drop=True)
         row_start = int(unit_index) * rows_per_unit
-        units.append(WorkUnit(tomogram.source, tomogram.level, row_start,
-                              min(row_start + rows_per_unit, len(row_edges) - 1), part))
+        units.append(WorkUnit(row_start, part))
     return ExtractionPlan(tomogram, box, units, skipped)
 
 
@@ -224,7 +225,7 @@ def extract_unit(
 
 def _cut_batches(window: _RowWindow, starts, ids, coords, box, batch_size, normalise):
     cz = window.chunk_z
-    simple = np.all((starts >= 0) & (starts + box <= window.shape), axis=1) & (
+    simple = boxes_inside(starts, box, window.shape) & (
         starts[:, 0] // cz == (starts[:, 0] + box - 1) // cz)
     for first in range(0, len(starts), batch_size):
         stop = min(first + batch_size, len(starts))

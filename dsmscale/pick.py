@@ -79,7 +79,6 @@ def non_maximum_suppression(points: np.ndarray, scores: np.ndarray, min_distance
 
 def pick_particles(
     store: str | os.PathLike | Tomogram, config: PickConfig | None = None, name: str | None = None,
-    scheduler: str = "threads",
 ) -> ParticleTable:
     """Pick blob-like particles; returns a table in pixels of ``config.level`` with scores."""
     config = config or PickConfig()
@@ -103,7 +102,7 @@ def pick_particles(
     tasks = [dask.delayed(_block_candidates)(blocks[i, j, k], (starts[0][i], starts[1][j], starts[2][k]),
                                              halo, s1, s2, sign, size)
              for i, j, k in np.ndindex(*blocks.shape)]
-    results = dask.compute(*tasks, scheduler=scheduler)
+    results = dask.compute(*tasks, scheduler="threads")
     found = np.concatenate([r[0] for r in results]).reshape(-1, 4)
     total, total_sq, count = np.sum([r[1] for r in results], axis=0)
     mean = total / count

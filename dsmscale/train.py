@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +45,8 @@ from dsmscale.data import (
 )
 from dsmscale.errors import InputError
 from dsmscale.hardware import Precision, configure_threads, resolve_precision
+from dsmscale.io.atomic import write_file_atomic
+from dsmscale.metrics import segmentation_counts, segmentation_scores
 from dsmscale.models import MODEL_NAMES, build_model
 from dsmscale.models.dsmnet import ARCHITECTURE_VERSION
 
@@ -229,7 +231,7 @@ def validate(step: TrainStep, data: SplitData, batch_size: int) -> dict[str, flo
     """Mean loss terms, object accuracy and mIoU on a split."""
     step.model.eval()
     sums: dict[str, float] = {}
-    correct, inter, union = 0, np.zeros(2), np.zeros(2)
+    correct, counts = 0, np.zeros((2, 3), np.int64)
     for start in range(0, len(data), batch_size):
         x, target = step.prepare(*data.batch(slice(start, start + batch_size)))
         out = step.run(x)
@@ -238,15 +240,13 @@ def validate(step: TrainStep, data: SplitData, batch_size: int) -> dict[str, flo
         if "logits" in out:
             correct += int((out["logits"].argmax(1) == target["label"]).sum())
         if "seg" in out:
-            pred = out["seg"].argmax(1)
-            for c in (0, 1):
-                inter[c] += int(((pred == c) & (target["mask"] == c)).sum())
-                union[c] += int(((pred == c) | (target["mask"] == c)).sum())
+            counts += segmentation_counts(out["seg"].argmax(1).cpu().numpy(),
+                                          target["mask"].cpu().numpy())
     metrics = {f"val_{k}": v / len(data) for k, v in sums.items()}
     if "cls" in step.model.heads:
         metrics["val_obj_acc"] = correct / len(data)
     if "seg" in step.model.heads:
-        metrics["val_miou"] = float(np.mean(inter / np.maximum(union, 1)))
+        metrics["val_miou"] = segmentation_scores(counts)["miou"]
     return metrics
 
 
@@ -267,12 +267,6 @@ def _checkpoint(step: TrainStep, config: TrainConfig, classes: list[str], grid: 
         "torch_rng": torch.get_rng_state(),
         "teacher_run_hash": teacher_run,  # which model 'default' or a teacher path was
     }
-
-
-def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _teacher(config: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module | None, str | None]:
@@ -361,8 +355,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         ckpt = _checkpoint(step, config, classes, grid, epoch, history, best, scheduler,
                            teacher_run)
         if improved:
-            _save(ckpt, out / "best.pt")
-        _save(ckpt, last)
+            write_file_atomic(out / "best.pt", partial(torch.save, ckpt))
+        write_file_atomic(last, partial(torch.save, ckpt))
         (out / "history.json").write_text(json.dumps(history, indent=2))
         if progress:
             shown = {k: round(v, 4) for k, v in entry.items() if k.startswith("val_")}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from dsmscale.errors import InputError
 from dsmscale.infer.config import COMPILE_MIN_PARTICLES, RunConfig
 from dsmscale.infer.predictor import Predictor, extract_batch
 from dsmscale.infer.units import IDENTITY, ROW_CHUNK, Plan, plan_units
-from dsmscale.io.atomic import write_file_atomic
+from dsmscale.io.atomic import writable_folder, write_file_atomic
 from dsmscale.io.names import by_stem, is_mrc
 from dsmscale.io.omezarr import Tomogram, compressor_for, open_tomogram
 from dsmscale.io.particles import ParticleTable, read_particles
@@ -309,12 +308,7 @@ def read_results_schema(out: Path) -> list[str]:
 def open_job_folder(out: Path) -> Path:
     """Create (or reopen, to resume) the job folder. Its ``summary.json`` marks a finished job,
     so an old one is removed first: while this run works, the job is not complete."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(out, f"cannot create output folder ({exc.strerror})") from exc
-    if not os.access(out, os.W_OK):
-        raise InputError(out, "output folder is not writable")
+    writable_folder(out)
     (out / "summary.json").unlink(missing_ok=True)
     return out
 
@@ -354,8 +348,9 @@ def run_job(config: RunConfig) -> dict:
                "end_to_end_per_s": stats["particles_processed"] / wall if wall else 0.0,
                "timings_s": timings, "model": str(checkpoint), "outputs": tables,
                "discovery": discovery, "warnings": warnings}
-    write_file_atomic(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
     discovery_summary = out / "discovery" / "summary.json"
     write_job_report(out, summary, json.loads(discovery_summary.read_text())
                      if discovery and "k" in discovery else None)
+    # last: summary.json is the mark of a finished job
+    write_file_atomic(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
     return summary

@@ -45,7 +45,7 @@ def extract_batch(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarra
     with naming_io_errors(f"reading {store}"):
         failpoint("extract", store)
         tomo = _tomogram(store, int(batch["level"][0]))
-        unit = WorkUnit(tomo.source, tomo.level, 0, tomo.shape[0], particles)
+        unit = WorkUnit(0, particles)
         parts = list(extract_unit(tomo, unit, box, batch_size=256, normalise=True))
     return {
         "unit_id": batch["unit_id"], "tomogram": batch["tomogram"], "row0": batch["row0"],

@@ -14,17 +14,24 @@ from pathlib import Path
 from dsmscale.errors import InputError
 
 
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) if needed; one-line errors if it cannot be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(folder, f"cannot create output folder ({exc.strerror})") from exc
+    if not os.access(folder, os.W_OK):
+        raise InputError(folder, "output folder is not writable")
+    return folder
+
+
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
     """Check that ``path`` can be created; return (final path, temporary path beside it)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(path, "output exists (use --overwrite to replace it)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(path.parent, f"cannot create output folder ({exc.strerror})") from exc
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(path.parent, "output folder is not writable")
+    writable_folder(path.parent)
     return path, path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
 
 

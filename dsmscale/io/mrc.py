@@ -18,6 +18,7 @@ import mrcfile
 import numpy as np
 
 from dsmscale.errors import InputError
+from dsmscale.io.atomic import write_file_atomic
 
 SUPPORTED_MODES = {0, 1, 2, 6, 12}
 
@@ -151,11 +152,12 @@ def write_volume(
         raise ValueError(f"write_volume needs a 3D (z, y, x) array, got shape {data.shape}")
     if not voxel_size_a > 0:
         raise ValueError(f"voxel_size_a must be > 0, got {voxel_size_a}")
-    tmp = path.with_name(f".{path.name}.partial")
-    with mrcfile.new(tmp, overwrite=True) as mrc:
-        mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
-        mrc.set_volume()
-        mrc.voxel_size = voxel_size_a
-        mrc.header.origin = (origin_a[2], origin_a[1], origin_a[0])
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
+            mrc.set_volume()
+            mrc.voxel_size = voxel_size_a
+            mrc.header.origin = (origin_a[2], origin_a[1], origin_a[0])
+
+    return write_file_atomic(path, write)

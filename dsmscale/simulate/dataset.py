@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from dsmscale.config import JobConfig
 from dsmscale.convert import convert_mrc_to_ome_zarr
-from dsmscale.extract import box_starts
+from dsmscale.extract import box_starts, boxes_inside
 from dsmscale.io.atomic import build_output_dir
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.omezarr import compressor_for
@@ -65,8 +65,7 @@ class SimulateConfig(JobConfig):
 
 def _targets(sim: SimulatedTomogram, box: int) -> np.ndarray:
     starts = box_starts(sim.placement.centres, box)
-    inside = np.all((starts >= 0) & (starts + box <= np.asarray(sim.density.shape)), axis=1)
-    return np.flatnonzero(inside)
+    return np.flatnonzero(boxes_inside(starts, box, sim.density.shape))
 
 
 def _target_boxes(sim: SimulatedTomogram, index: int, box: int) -> tuple[np.ndarray, np.ndarray]:

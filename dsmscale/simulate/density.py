@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from dsmscale.errors import InputError
+from dsmscale.io.atomic import write_file_atomic
 
 PROTEIN_DA_A3 = 1 / 1.21  # Da per Å³ of protein (1.21 Å³/Da)
 #: Peak of a 4 nm-blurred MDa complex relative to the protein plateau density, as measured on our
@@ -162,7 +163,10 @@ def load_template(path: str | os.PathLike, name: str, voxel_size_a: float = 10.0
     else:
         template = atomic_template(path, name, voxel_size_a, resolution_a)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.npz")
-    np.savez(tmp, density=template.density, mass=template.mass_da)
-    os.replace(tmp, cache)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
+            np.savez(f, density=template.density, mass=template.mass_da)
+
+    write_file_atomic(cache, write)
     return template
