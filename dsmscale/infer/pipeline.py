@@ -280,6 +280,9 @@ def _load_or_plan(config: RunConfig, inputs: JobInputs, out: Path, identity: dic
         raise InputError(None, "no particles to process (empty tables and no picks)")
     t0 = time.perf_counter()
     plan = plan_units(tomograms, tables, config.box, config.edge, config.max_particles_per_unit)
+    if plan.units.empty:
+        raise InputError(None, f"all {len(plan.skipped)} particles' boxes cross the volume edge "
+                         "and edge is 'skip' (use edge 'pad')")
     plan.save(plan_dir, identity)
     timings["plan_s"] = time.perf_counter() - t0
     return plan

@@ -81,6 +81,8 @@ def plan_units(
                                              row=np.arange(row0, row0 + len(part))))
                 row0 += math.ceil(len(part) / ROW_CHUNK) * ROW_CHUNK
     columns = ["particle_id", "unit_id", "row", "z", "y", "x"]
-    return Plan(pd.DataFrame(units), pd.concat(particles, ignore_index=True)[columns]
+    unit_columns = ["unit_id", "tomogram", "store", "level", "row0", "n"]
+    return Plan(pd.DataFrame(units, columns=unit_columns),
+                pd.concat(particles, ignore_index=True)[columns]
                 if particles else pd.DataFrame(columns=columns),
                 pd.concat(skipped, ignore_index=True))

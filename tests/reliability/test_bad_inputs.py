@@ -227,6 +227,16 @@ def test_run_rejects_a_table_of_several_tomograms(tmp_path, store, tiny_checkpoi
     assert not (tmp_path / "job" / "summary.json").exists()
 
 
+def test_run_with_every_box_skipped_at_the_edge(tmp_path, store, tiny_checkpoint):
+    (tmp_path / "edge").mkdir()
+    config = _run_yaml(tmp_path, store, model=str(tiny_checkpoint), edge="skip",
+                       particles=[str(_csv(tmp_path / "edge", [[2, 60, 70], [40, 60, 3]]))])
+    result = run_cli("run", "--config", config)
+    assert_clean_failure(result, "2 particles' boxes", "cross the volume edge and edge is 'skip'",
+                         tmp_path)
+    assert not (tmp_path / "job" / "summary.json").exists()
+
+
 def test_run_unwritable_output(tmp_path, store, tiny_checkpoint):
     (tmp_path / "afile").write_text("x")
     config = _run_yaml(tmp_path, store, model=str(tiny_checkpoint),
