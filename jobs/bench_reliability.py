@@ -69,13 +69,14 @@ def run_cases(work: Path) -> dict:
             - counts["skipped"]}
 
 
-def data_plane_checkpoint(path: Path) -> Path:
+def data_plane_checkpoint(path: Path, box: int) -> Path:
     """DSM-Net's classification subnet with fresh weights, in the shipped checkpoint's format
-    and with its classes."""
+    and with its classes, for ``box``³ inputs."""
     ckpt = load_checkpoint(resolve_model("default"))
     torch.manual_seed(0)
     model = build_model("cls", ckpt["n_classes"])
-    torch.save(ckpt | {"model": "cls", "heads": ["cls"], "state_dict": model.state_dict()}, path)
+    torch.save(ckpt | {"model": "cls", "heads": ["cls"], "state_dict": model.state_dict(),
+                       "box": box}, path)
     return path
 
 
@@ -149,7 +150,7 @@ def exactly_once(out: Path, expected: dict[str, int]) -> dict:
 def run_load(work: Path, particles: int, stores: int, box: int, interval_s: float) -> dict:
     tomograms, tables, expected = write_inputs(work, particles, stores)
     config = RunConfig(tomograms=tomograms, particles=tables, output=str(work / "job"), box=box,
-                       model=str(data_plane_checkpoint(work / "cls_untrained.pt")),
+                       model=str(data_plane_checkpoint(work / "cls_untrained.pt", box)),
                        write_maps=False, discover=None)
     start = time.perf_counter()
     with TreeMemory(interval_s) as memory, PartCounter(work / "job" / "particles.parquet",

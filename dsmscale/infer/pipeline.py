@@ -132,14 +132,10 @@ def pending_units(plan: Plan, out: Path) -> pd.DataFrame:
 
 
 def _unit_items(units: pd.DataFrame, plan: Plan) -> list[dict]:
-    groups = dict(tuple(plan.particles.groupby("unit_id", sort=False)))
-    items = []
-    for row in units.itertuples():
-        p = groups[row.unit_id]
-        items.append({"unit_id": row.unit_id, "tomogram": row.tomogram, "store": row.store,
-                      "level": int(row.level), "row0": int(row.row0),
-                      "particles": {k: p[k].to_numpy() for k in ("particle_id", "z", "y", "x")}})
-    return items
+    """One small record per unit: its particles stay in the saved plan until a task reads them."""
+    return [{"unit_id": row.unit_id, "tomogram": row.tomogram, "store": row.store,
+             "level": int(row.level), "row0": int(row.row0), "plan": str(plan.folder)}
+            for row in units.itertuples()]
 
 
 def _actor_pool(config: RunConfig):
@@ -279,11 +275,8 @@ def _load_or_plan(config: RunConfig, inputs: JobInputs, out: Path, identity: dic
     if not sum(len(t) for t in tables.values()):
         raise InputError(None, "no particles to process (empty tables and no picks)")
     t0 = time.perf_counter()
-    plan = plan_units(tomograms, tables, config.box, config.edge, config.max_particles_per_unit)
-    if plan.units.empty:
-        raise InputError(None, f"all {len(plan.skipped)} particles' boxes cross the volume edge "
-                         "and edge is 'skip' (use edge 'pad')")
-    plan.save(plan_dir, identity)
+    plan = plan_units(tomograms, tables, config.box, config.edge, config.max_particles_per_unit,
+                      plan_dir, identity)
     timings["plan_s"] = time.perf_counter() - t0
     return plan
 
@@ -330,6 +323,9 @@ def run_job(config: RunConfig) -> dict:
     start, timings = time.perf_counter(), {}
     ensure_ray(config.ray_address)
     plan = _load_or_plan(config, inputs, out, identity, timings)
+    if plan.units.empty:
+        raise InputError(None, f"all {len(plan.skipped)} particles' boxes cross the volume edge "
+                         "and edge is 'skip' (use edge 'pad')")
     warnings = voxel_size_warnings(plan, model_grid(ckpt)[1])
     for line in warnings:
         print(f"dsmscale run: warning: {line}", file=sys.stderr)

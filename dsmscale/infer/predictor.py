@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -27,6 +26,7 @@ from dsmscale.extract import WorkUnit, extract_unit
 from dsmscale.failpoints import failpoint
 from dsmscale.hardware import configure_threads
 from dsmscale.infer.backend import CompileMode, InferenceModel
+from dsmscale.infer.units import unit_particles
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.io.omezarr import open_tomogram
 from dsmscale.io.particles import pixels_to_angstrom
@@ -39,11 +39,10 @@ def _tomogram(store: str, level: int):
 
 def extract_batch(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarray]:
     """Ray Data map_batches function (batch_size=1): cut one unit's normalised boxes."""
-    meta = batch["particles"][0]
-    particles = pd.DataFrame({k: meta[k] for k in ("particle_id", "z", "y", "x")})
     store = str(batch["store"][0])
     with naming_io_errors(f"reading {store}"):
         failpoint("extract", store)
+        particles = unit_particles(str(batch["plan"][0]), str(batch["unit_id"][0]))
         tomo = _tomogram(store, int(batch["level"][0]))
         unit = WorkUnit(0, particles)
         parts = list(extract_unit(tomo, unit, box, batch_size=256, normalise=True))

@@ -58,16 +58,13 @@ def write_maps(out: Path, plan: Plan, box: int) -> None:
     ``maps/{name}_density.zarr`` (maximum of the recovered densities), as OME-Zarr images."""
     seg = zarr.open_array(str(out / "segmentation.zarr"), mode="r")
     rec = zarr.open_array(str(out / "density.zarr"), mode="r")
-    results = read_results(out)
-    results = results[[c for c in ("particle_id", "row", "class_index") if c in results]]
     for name, units in plan.units.groupby("tomogram", sort=False):
         tomo = open_tomogram(units["store"].iloc[0], int(units["level"].iloc[0]))
         maps = {kind: create_pyramid(
             out / "maps" / f"{name}_{kind}.zarr", tomo.shape, n_levels=1, chunk=tomo.chunks[1],
             voxel_size_a=tomo.voxel_size_a, origin_a=tomo.translation_a, zarr_format=3,
             codec="lz4", clevel=5, name=f"{name} {kind}")[0] for kind in ("labels", "density")}
-        particles = plan.particles[plan.particles["unit_id"].isin(units["unit_id"])]
-        particles = particles.merge(results, on=["particle_id", "row"], how="left")
+        particles = read_results(out, tomogram=str(name))  # one tomogram's rows at a time
         for _, rows in particles.groupby("unit_id", sort=False):
             _paste_unit(rows, seg, rec, maps, box, np.asarray(tomo.shape))
 

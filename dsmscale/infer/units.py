@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from dsmscale.extract import plan_extraction
 from dsmscale.io.omezarr import Tomogram
@@ -28,11 +29,14 @@ IDENTITY = "identity.json"  # in the plan folder: what the plan and finished uni
 
 @dataclass(frozen=True)
 class Plan:
-    """``units``: one row per unit (unit_id, tomogram, store, level, row0, n);
-    ``particles``: one row per particle (particle_id, unit_id, row, z, y, x)."""
+    """A saved plan: ``units``, one row per unit (unit_id, tomogram, store, level, row0, n), and
+    ``skipped``, (tomogram, particle_id) dropped at the volume edge. Per-particle metadata
+    (particle_id, unit_id, row, z, y, x) stays on disk in ``folder/particles.parquet``, one row
+    group per unit at most, and is read a unit at a time (`unit_particles`), so the driver holds
+    O(units), not O(particles)."""
 
+    folder: Path
     units: pd.DataFrame
-    particles: pd.DataFrame
     skipped: pd.DataFrame
 
     @property
@@ -42,29 +46,39 @@ class Plan:
         last = self.units.iloc[-1]
         return int(last["row0"] + math.ceil(last["n"] / ROW_CHUNK) * ROW_CHUNK)
 
-    def save(self, folder: Path, identity: dict) -> None:
-        """Write the plan with the job identity it was made for, whole or not at all: a
-        half-written plan (a crash) is replaced, never loaded."""
-        tmp = folder.with_name(f".{folder.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in ("units", "particles", "skipped"):
-            getattr(self, name).to_parquet(tmp / f"{name}.parquet", index=False)
-        (tmp / IDENTITY).write_text(json.dumps(identity, indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-
     @classmethod
     def load(cls, folder: Path) -> Plan:
-        return cls(*(pd.read_parquet(folder / f"{n}.parquet")
-                     for n in ("units", "particles", "skipped")))
+        return cls(folder, *(pd.read_parquet(folder / f"{n}.parquet") for n in ("units", "skipped")))
+
+
+def unit_particles(folder: str | Path, unit_id: str) -> pd.DataFrame:
+    """The particles of one unit (particle_id, z, y, x, in z order), read from the saved plan by
+    row-group statistics: a few kB whatever the size of the job."""
+    table = pq.read_table(Path(folder) / "particles.parquet", filters=[("unit_id", "=", unit_id)],
+                          columns=["particle_id", "z", "y", "x"])
+    return table.to_pandas()
+
+
+def _save(folder: Path, identity: dict, frames: dict[str, pd.DataFrame], unit_rows: int) -> Plan:
+    """Write the plan with the job identity it was made for, whole or not at all: a half-written
+    plan (a crash) is replaced, never loaded."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, frame in frames.items():
+        frame.to_parquet(tmp / f"{name}.parquet", index=False, row_group_size=unit_rows)
+    (tmp / IDENTITY).write_text(json.dumps(identity, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return Plan.load(folder)
 
 
 def plan_units(
     tomograms: dict[str, Tomogram], tables: dict[str, ParticleTable], box: int, edge: str,
-    max_per_unit: int,
+    max_per_unit: int, folder: Path, identity: dict,
 ) -> Plan:
-    """Units for every tomogram, in tomogram then z order, rows aligned to `ROW_CHUNK`."""
+    """Units for every tomogram, in tomogram then z order, rows aligned to `ROW_CHUNK`; saved
+    to ``folder`` with the job ``identity``."""
     units, particles, skipped = [], [], []
     row0 = 0
     for name in sorted(tomograms):
@@ -82,7 +96,8 @@ def plan_units(
                 row0 += math.ceil(len(part) / ROW_CHUNK) * ROW_CHUNK
     columns = ["particle_id", "unit_id", "row", "z", "y", "x"]
     unit_columns = ["unit_id", "tomogram", "store", "level", "row0", "n"]
-    return Plan(pd.DataFrame(units, columns=unit_columns),
-                pd.concat(particles, ignore_index=True)[columns]
-                if particles else pd.DataFrame(columns=columns),
-                pd.concat(skipped, ignore_index=True))
+    return _save(folder, identity, {
+        "units": pd.DataFrame(units, columns=unit_columns),
+        "particles": pd.concat(particles, ignore_index=True)[columns]
+        if particles else pd.DataFrame(columns=columns),
+        "skipped": pd.concat(skipped, ignore_index=True)}, max_per_unit)
