@@ -218,8 +218,8 @@ def write_report(result: dict, clusters: pd.DataFrame, best: int) -> None:
         f"{result['nmi']:.2f} | — |", "",
         f"Best cluster {best} ({result['cluster_size']} particles), true classes: "
         + ", ".join(f"{c} {n}" for c, n in top.items()) + ".", "",
-        "k-means with k = 22 may split one complex over several clusters (here by the "
-        "classifier's guesses for the unseen particles, which it calls 4CR2 or 5MRC); the row "
+        "k-means with k = 22 may split one complex over several clusters (the classifier, "
+        "which never saw it, spreads its particles over the known classes it resembles); the row "
         "over all clusters at least 80 % held-out says how much of the class such clusters "
         "hold together. The target is stated for the best single cluster.", "",
         "The unaligned average is what the reduce stage computes for every cluster: particles "

@@ -105,6 +105,7 @@ def run_row(config, variant: str | None = None) -> dict:
         "converged": converged(history, ckpt["heads"], ckpt["n_classes"]),
         "epochs": len(history), "best_epoch": int(ckpt["epoch"]) + 1,
         "wall_s": sum(h["epoch_s"] for h in history), "precision": history[-1]["precision"],
+        "threads": history[-1]["threads"],
         "train_loss_first_last": [history[0]["train_total"], history[-1]["train_total"]],
         "run_hash": config.run_hash(), "n_test": metrics["n"], "commit": commit,
         "variant": variant,
@@ -172,11 +173,13 @@ def write_results(rows: list[dict], data: Path, command: str, results: Path) -> 
         f"B {info.get('snr_measured', {}).get('B', float('nan')):.3f}; test split = 10 % stratified.  ",
         f"Schedule (every row): {EPOCHS} epochs one-cycle Adam (max lr 1e-3, betas 0.9/0.99), "
         f"batch 64 in micro-batches of {MICRO_BATCH} (accumulated gradients, BatchNorm statistics "
-        "per micro-batch), early stopping patience 15, bf16 autocast + channels_last_3d on 2 CPU "
-        "cores. The paper trained up to 100 epochs.", "",
+        "per micro-batch), early stopping patience 15, channels_last_3d, autocast precision "
+        f"{'/'.join(sorted({r['precision'] for r in rows}))}. The paper trained up to 100 epochs. "
+        "Wall time is per row with its torch threads (a machine of 2 cores may run two 1-thread "
+        "rows at once).", "",
         "| dataset | model | loss cls:seg:rec | pixel acc (ours / paper) | mIoU (ours / paper) | "
-        "object acc (ours / paper) | FSC 0.5 (nm) | converged | epochs | wall (min) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "object acc (ours / paper) | FSC 0.5 (nm) | converged | epochs | threads | wall (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         paper = PAPER.get((r["dataset"], r["model"]), (None, None, None))
@@ -187,7 +190,7 @@ def write_results(rows: list[dict], data: Path, command: str, results: Path) -> 
             f"{_fmt(paper[0], 1)} | {_fmt(r['miou'])} / {_fmt(paper[1], 1)} | "
             f"{_fmt(r['obj_acc'])} / {_fmt(paper[2], 1)} | "
             f"{_fmt(r.get('fsc_resolution_nm'), 1)} | {'yes' if r['converged'] else 'no'} | "
-            f"{r['epochs']} | {r['wall_s'] / 60:.0f} |")
+            f"{r['epochs']} | {r['threads']} | {r['wall_s'] / 60:.0f} |")
     lines += target_lines(table)
     missing = len(ROWS) - len(table)
     if missing:
@@ -207,12 +210,13 @@ def tried_lines(rows: list[dict]) -> list[str]:
              "Each changes one thing of the common schedule (`python jobs/reproduce_paper.py "
              "... --tried`); Δ is against the same row above, in points.", "",
              "| dataset | model | loss | change | pixel acc | mIoU (Δ) | object acc (Δ) | "
-             "epochs | wall (min) |", "|---|---|---|---|---|---|---|---|---|"]
+             "epochs | threads | wall (min) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in tried:
         base = common.get((r["dataset"], r["model"], r["loss_ratio"]), {})
         lines.append(f"| {r['dataset']} | {r['model']} | {r['loss_ratio']} | {r['variant']} | "
                      f"{_fmt(r['pix_acc'])} | {_delta(r, base, 'miou')} | "
-                     f"{_delta(r, base, 'obj_acc')} | {r['epochs']} | {r['wall_s'] / 60:.0f} |")
+                     f"{_delta(r, base, 'obj_acc')} | {r['epochs']} | {r['threads']} | "
+                     f"{r['wall_s'] / 60:.0f} |")
     return lines
 
 
@@ -231,9 +235,17 @@ def _write(path: Path, text: str) -> None:
 
 
 def finished_rows(plan: list[tuple], data: Path, workdir: Path) -> list[dict]:
-    """The cached results of the planned rows that have finished, in plan order."""
-    outputs = [Path(row_config(data, workdir, *row).output) / "result.json" for row in plan]
-    return [json.loads(f.read_text()) for f in outputs if f.is_file()]
+    """The cached results of the planned rows that have finished, in plan order (rows cached
+    before results recorded their threads take them from the run's history)."""
+    rows = []
+    for row in plan:
+        out = Path(row_config(data, workdir, *row).output)
+        if (out / "result.json").is_file():
+            result = json.loads((out / "result.json").read_text())
+            if "threads" not in result:
+                result["threads"] = json.loads((out / "history.json").read_text())[-1]["threads"]
+            rows.append(result)
+    return rows
 
 
 def main() -> None:
