@@ -14,18 +14,22 @@ epoch cap instead of the paper's 100 epochs, so the table is affordable on 2 CPU
 results/reproduction.json (one object per row) and results/reproduction.md (ours beside the
 paper's, with command, commit, data and wall time). The rows of TRIED change one thing of the
 procedure to close a gap to the paper (--tried runs only them); they are tabled apart, beside the
-same row under the common procedure. The tables are always rebuilt from every finished row on disk,
-so two processes (say, one per core) can run different rows at once.
+same row under the common procedure. A row's run folder is locked while it trains and the tables
+are always rebuilt from every finished row on disk, so processes started with the same command
+(say, one 1-thread process per core) share out the rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 EPOCHS = 24
@@ -74,6 +78,21 @@ def converged(history: list[dict], heads, n_classes: int) -> bool:
     if "cls" in heads:
         return falls and history[-1].get("val_obj_acc", 0) > 2.0 / n_classes
     return falls
+
+
+@contextmanager
+def row_lock(out: Path) -> Iterator[bool]:
+    """Hold the row's run folder for this process (an exclusive, non-blocking flock, released
+    when the process ends however it ends); False if another process holds it. Two processes
+    started with the same command on one machine thus share out the rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def _variant(changes: dict | None) -> str | None:
@@ -281,7 +300,12 @@ def main() -> None:
     elif not args.tables_only:
         for config, variant in configs:
             start = time.perf_counter()
-            row = run_row(config, variant)
+            with row_lock(Path(config.output)) as mine:
+                if not mine:
+                    print(f"{config.output}: being trained by another process; next row",
+                          flush=True)
+                    continue
+                row = run_row(config, variant)
             print(f"{row['dataset']} {row['model']} {row['loss_ratio']} {variant or ''}: "
                   f"obj_acc {row['obj_acc']} miou {row['miou']} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
