@@ -1,19 +1,19 @@
 """``dsmscale run``: the whole job on Ray Data, resumable and exactly-once per work unit.
 
-Stages: resolve inputs (MRC → OME-Zarr as Ray tasks) → particles (tables or the DoG picker) →
-plan work units (metadata only) → Ray Data: ``map_batches(extract_batch)`` as CPU tasks →
+Stages: name the inputs (`dsmscale.infer.inputs`; before the job folder exists) → convert them
+(MRC → OME-Zarr as Ray tasks) → particles (tables or the DoG picker) → plan work units (metadata
+only, saved with the job's identity) → Ray Data: ``map_batches(extract_batch)`` as CPU tasks →
 ``map_batches(Predictor, compute=ActorPoolStrategy(...), num_gpus=...)``, whose actors write each
 unit's outputs and then its Parquet part atomically → tomogram-scale maps, STAR and copick
-tables, ``summary.json``. A rerun reuses the saved plan and skips units whose part exists.
+tables, the report, ``summary.json``. A rerun with the same identity reuses the saved plan and
+skips units whose part exists.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,96 +22,18 @@ import zarr
 from tqdm.auto import tqdm
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_grid
-from dsmscale.convert import convert_many
 from dsmscale.errors import InputError
 from dsmscale.infer.config import COMPILE_MIN_PARTICLES, RunConfig
+from dsmscale.infer.inputs import JobInputs, name_inputs, resolve_particles, resolve_tomograms
 from dsmscale.infer.predictor import Predictor, extract_batch
 from dsmscale.infer.units import IDENTITY, ROW_CHUNK, Plan, plan_units
 from dsmscale.io.atomic import writable_folder, write_file_atomic
-from dsmscale.io.names import by_stem, is_mrc
-from dsmscale.io.omezarr import Tomogram, compressor_for, open_tomogram
-from dsmscale.io.particles import ParticleTable, read_particles
+from dsmscale.io.omezarr import compressor_for, open_tomogram
 from dsmscale.parallel import ensure_ray
-from dsmscale.pick import pick_particles
 from dsmscale.report.job import write_job_report
 from dsmscale.weights import resolve_model
 
 IO_ERROR_PATTERN = r"\[Errno \d+\]"  # how every OSError's message starts
-
-
-def expand_inputs(patterns: list[str], kind: str) -> list[str]:
-    """Globs expanded (local paths); URLs passed through; missing local paths are errors that
-    say which ``kind`` of input is missing."""
-    found = []
-    for pattern in patterns:
-        if "://" in pattern:
-            found.append(pattern)
-            continue
-        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
-        if not matches or not all(Path(m).exists() for m in matches):
-            raise InputError(pattern, f"no such {kind}")
-        found += matches
-    return found
-
-
-@dataclass(frozen=True)
-class JobInputs:
-    """The job's inputs by name: ``{name: tomogram path}`` and ``{name: particle table path}``
-    (empty: the DoG picker finds the particles)."""
-
-    tomograms: dict[str, str]
-    tables: dict[str, str]
-
-
-def name_inputs(config: RunConfig) -> JobInputs:
-    """Every input exists and has a name of its own, and every tomogram has exactly one table
-    (matched by file stem; or the single table of a single tomogram). Checked before the job
-    folder exists, from names alone."""
-    tomograms = by_stem(expand_inputs(config.tomograms, "tomogram"), "tomogram")
-    if not config.particles:
-        return JobInputs(tomograms, {})
-    paths = expand_inputs(config.particles, "particle table")
-    if len(tomograms) == 1:
-        if len(paths) > 1:
-            raise InputError(paths[1], f"a second particle table for the one tomogram "
-                             f"(first: {paths[0]}); merge them or give one tomogram each")
-        return JobInputs(tomograms, {next(iter(tomograms)): paths[0]})
-    tables = by_stem(paths, "particle table")
-    for name, path in tables.items():
-        if name not in tomograms:
-            raise InputError(path, f"no tomogram named {name!r} among {sorted(tomograms)}")
-    missing = sorted(set(tomograms) - set(tables))
-    if missing:
-        raise InputError(None, f"no particle table for tomograms {missing}")
-    return JobInputs(tomograms, tables)
-
-
-def resolve_tomograms(inputs: JobInputs, config: RunConfig, out: Path) -> dict[str, str]:
-    """{name: OME-Zarr store}; MRC inputs are converted (in parallel) under OUTPUT/tomograms."""
-    mrcs = {stem: p for stem, p in inputs.tomograms.items() if is_mrc(p)}
-    todo = [p for stem, p in mrcs.items() if not (out / "tomograms" / f"{stem}.zarr").exists()]
-    if todo:
-        _, failed = convert_many(todo, out / "tomograms", config.convert)
-        if failed:
-            raise InputError(next(iter(failed)), next(iter(failed.values())).split(": ", 1)[-1])
-    return inputs.tomograms | {stem: str(out / "tomograms" / f"{stem}.zarr") for stem in mrcs}
-
-
-def resolve_particles(inputs: JobInputs, config: RunConfig,
-                      tomograms: dict[str, Tomogram]) -> dict[str, ParticleTable]:
-    """One table per tomogram: read, or picked with the DoG picker."""
-    if not inputs.tables:
-        return {name: pick_particles(tomo, config.pick.model_copy(update={"level": tomo.level}),
-                                     name=name) for name, tomo in tomograms.items()}
-    tables = {}
-    for name, path in inputs.tables.items():
-        full = open_tomogram(tomograms[name].source, 0)
-        tables[name] = read_particles(path, config.voxel_size_a, full.shape, full.voxel_size_a)
-        held = tables[name].df["tomogram"].unique()
-        if len(held) > 1:
-            raise InputError(path, f"holds particles of {len(held)} tomograms ({', '.join(held[:3])}"
-                             f"{', …' if len(held) > 3 else ''}): give one table per tomogram")
-    return tables
 
 
 def _create_outputs(out: Path, n_rows: int, box: int) -> None:
