@@ -267,10 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Tomograms (MRC or OME-Zarr, paths, URLs or globs) and particle "
                                    "tables (or the DoG picker) through DSM-Net on a Ray actor "
                                    "pool. Embedded local Ray unless RAY_ADDRESS or ray_address "
-                                   "is set. Rerunning resumes: finished work units are skipped.")
+                                   "is set. Rerunning into the same folder resumes (finished "
+                                   "work units are skipped); a folder made with other inputs, "
+                                   "settings or model is refused.")
     p.add_argument("--config", type=Path, help="YAML with RunConfig keys")
     p.add_argument("--tomograms", nargs="*", help="tomograms (MRC/OME-Zarr, globs)")
-    p.add_argument("--particles", nargs="*", help="particle tables matched by file stem")
+    p.add_argument("--particles", nargs="*", help="particle tables matched to tomograms by "
+                   "file stem (TS_01.star for TS_01.mrc), or one table for one tomogram")
     p.add_argument("-o", "--output", type=Path, help="job output folder")
     p.add_argument("--model", help="'default', 'student' or a checkpoint path")
     p.add_argument("--num-actors", type=int, help="inference actors (default 1)")
