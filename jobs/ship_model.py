@@ -17,18 +17,25 @@ from pathlib import Path
 
 import torch
 
-from dsmscale.checkpoints import load_checkpoint
+from dsmscale.checkpoints import load_checkpoint, model_grid
 from dsmscale.evaluate import evaluate_checkpoint
 from dsmscale.weights import SHIPPED, WEIGHTS
 
 KEEP = ("format", "model", "heads", "n_classes", "classes", "state_dict", "normalisation",
-        "config", "run_hash", "epoch", "history", "best_val", "teacher_run_hash")
+        "box", "voxel_size_a", "config", "run_hash", "epoch", "history", "best_val",
+        "teacher_run_hash")
 
 
 def _micro(cfg: dict) -> str:
     """' in micro-batches of N' when the run split its batches (see TrainConfig.micro_batch)."""
     micro = cfg.get("micro_batch")
     return f" in micro-batches of {micro}" if micro and micro < cfg["batch_size"] else ""
+
+
+def _augment(cfg: dict) -> str:
+    """The augmentation clause of the config line (see TrainConfig.augment)."""
+    return (", each box rotated by a random one of the 180° turns about z, y, x that keep the "
+            "missing wedge" if cfg.get("augment") else "")
 
 
 def main() -> None:
@@ -41,6 +48,8 @@ def main() -> None:
     ckpt = load_checkpoint(args.run / "best.pt")
     slim = {k: ckpt[k] for k in KEEP if k in ckpt}
     slim["state_dict"] = {k: v.clone() for k, v in ckpt["state_dict"].items()}
+    box, voxel_a = model_grid(ckpt)
+    slim |= {"box": box, "voxel_size_a": voxel_a}  # recorded in the shipped file either way
     target = WEIGHTS / SHIPPED[args.name]
     torch.save(slim, target)
     metrics = {}
@@ -67,10 +76,12 @@ slim['state_dict'].values()):,} parameters and buffers, {target.stat().st_size /
 - **Training data:** `{cfg['dataset']}` — simulated by `dsmscale simulate` (crowded 600×600×300
   tomogram at 1 nm, tilt ±60° / 2°, CTF 300 kV Cs 2 mm 5 µm underfocus, MTF, WBP) at
   **SNR 0.06 only (dataset A)**; train split 80 %, best epoch by validation loss.
-- **Input:** 40³ boxes at 1 nm/voxel, normalised per box (zero mean, unit variance); recovered
+- **Input:** {box}³ boxes at {voxel_a / 10:g} nm/voxel, normalised per box (zero mean, unit
+  variance); recovered
   density in Da/voxel (× {ckpt['normalisation']['density_scale']:g}).
 - **Config:** model {cfg['model']}, loss cls:seg:rec {cfg['loss_weights']}, Adam lr {cfg['lr']}
-  betas {cfg['betas']}, batch {cfg['batch_size']}{_micro(cfg)}, {cfg['max_epochs']} epochs {cfg['schedule']},
+  betas {cfg['betas']}, batch {cfg['batch_size']}{_micro(cfg)}{_augment(cfg)},
+  {cfg['max_epochs']} epochs {cfg['schedule']},
   seed {cfg['seed']}; best epoch (lowest validation loss) {ckpt['epoch'] + 1} of
   {cfg['max_epochs']}.
 {distilled}- **Command:** `{' '.join(['python', *sys.argv])}` at commit `{commit}`; run hash
