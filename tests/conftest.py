@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from blobs import blob_tomogram, random_separated_centres
 
 from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
 from dsmscale.io.mrc import write_volume
-from dsmscale.simulate.blobs import blob_tomogram, random_separated_centres
 
 REPO = Path(__file__).resolve().parents[1]
 STRUCTURES = REPO.parent / "shared" / "structures"

@@ -1,1 +1,1 @@
-"""Simulated tomograms: Gaussian blobs for tests and the realistic tilt-series simulator."""
+"""Simulated tomograms: the realistic tilt-series simulator and its Fourier-space shortcut."""

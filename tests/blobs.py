@@ -1,4 +1,4 @@
-"""Synthetic tomograms of Gaussian blobs at known positions (tests, demo, benchmarks)."""
+"""Synthetic tomograms of Gaussian blobs at known positions for the tests."""
 
 from __future__ import annotations
 
