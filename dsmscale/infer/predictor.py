@@ -42,7 +42,8 @@ def extract_batch(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarra
     store = str(batch["store"][0])
     with naming_io_errors(f"reading {store}"):
         failpoint("extract", store)
-        particles = unit_particles(str(batch["plan"][0]), str(batch["unit_id"][0]))
+        particles = unit_particles(str(batch["plan"][0]), str(batch["tomogram"][0]),
+                                   str(batch["unit_id"][0]))
         tomo = _tomogram(store, int(batch["level"][0]))
         unit = WorkUnit(0, particles)
         parts = list(extract_unit(tomo, unit, box, batch_size=256, normalise=True))

@@ -15,7 +15,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -31,9 +30,10 @@ IDENTITY = "identity.json"  # in the plan folder: what the plan and finished uni
 class Plan:
     """A saved plan: ``units``, one row per unit (unit_id, tomogram, store, level, row0, n), and
     ``skipped``, (tomogram, particle_id) dropped at the volume edge. Per-particle metadata
-    (particle_id, unit_id, row, z, y, x) stays on disk in ``folder/particles.parquet``, one row
-    group per unit at most, and is read a unit at a time (`unit_particles`), so the driver holds
-    O(units), not O(particles)."""
+    (particle_id, unit_id, z, y, x) stays on disk, one file per tomogram
+    (``folder/particles/NAME.parquet``, a row group per unit at most), and is read a unit at a
+    time (`unit_particles`): the driver holds O(units), and a read costs what one tomogram's
+    file does, whatever the size of the job."""
 
     folder: Path
     units: pd.DataFrame
@@ -51,22 +51,27 @@ class Plan:
         return cls(folder, *(pd.read_parquet(folder / f"{n}.parquet") for n in ("units", "skipped")))
 
 
-def unit_particles(folder: str | Path, unit_id: str) -> pd.DataFrame:
-    """The particles of one unit (particle_id, z, y, x, in z order), read from the saved plan by
-    row-group statistics: a few kB whatever the size of the job."""
-    table = pq.read_table(Path(folder) / "particles.parquet", filters=[("unit_id", "=", unit_id)],
+def unit_particles(folder: str | Path, tomogram: str, unit_id: str) -> pd.DataFrame:
+    """The particles of one unit (particle_id, z, y, x, in z order), read from its tomogram's
+    file of the saved plan by row-group statistics."""
+    table = pq.read_table(Path(folder) / "particles" / f"{tomogram}.parquet",
+                          filters=[("unit_id", "=", unit_id)],
                           columns=["particle_id", "z", "y", "x"])
     return table.to_pandas()
 
 
-def _save(folder: Path, identity: dict, frames: dict[str, pd.DataFrame], unit_rows: int) -> Plan:
+def _save(folder: Path, identity: dict, tables: dict[str, pd.DataFrame],
+          particles: dict[str, pd.DataFrame], unit_rows: int) -> Plan:
     """Write the plan with the job identity it was made for, whole or not at all: a half-written
     plan (a crash) is replaced, never loaded."""
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, frame in frames.items():
-        frame.to_parquet(tmp / f"{name}.parquet", index=False, row_group_size=unit_rows)
+    (tmp / "particles").mkdir(parents=True)
+    for name, frame in tables.items():
+        frame.to_parquet(tmp / f"{name}.parquet", index=False)
+    for name, frame in particles.items():
+        frame.to_parquet(tmp / "particles" / f"{name}.parquet", index=False,
+                         row_group_size=unit_rows)
     (tmp / IDENTITY).write_text(json.dumps(identity, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
@@ -79,25 +84,24 @@ def plan_units(
 ) -> Plan:
     """Units for every tomogram, in tomogram then z order, rows aligned to `ROW_CHUNK`; saved
     to ``folder`` with the job ``identity``."""
-    units, particles, skipped = [], [], []
+    units, particles, skipped = [], {}, []
     row0 = 0
     for name in sorted(tomograms):
         tomo = tomograms[name]
         plan = plan_extraction(tomo, tables[name], box, edge, rows_per_unit=1)
         skipped.append(pd.DataFrame({"tomogram": name, "particle_id": plan.skipped_ids}))
+        parts = []
         for unit in plan.units:
             for k, start in enumerate(range(0, len(unit), max_per_unit)):
                 part = unit.particles.iloc[start:start + max_per_unit]
                 unit_id = f"{name}_r{unit.row_start:04d}_{k:03d}"
                 units.append({"unit_id": unit_id, "tomogram": name, "store": tomo.source,
                               "level": tomo.level, "row0": row0, "n": len(part)})
-                particles.append(part.assign(unit_id=unit_id,
-                                             row=np.arange(row0, row0 + len(part))))
+                parts.append(part[["particle_id", "z", "y", "x"]].assign(unit_id=unit_id))
                 row0 += math.ceil(len(part) / ROW_CHUNK) * ROW_CHUNK
-    columns = ["particle_id", "unit_id", "row", "z", "y", "x"]
+        if parts:
+            particles[name] = pd.concat(parts, ignore_index=True)
     unit_columns = ["unit_id", "tomogram", "store", "level", "row0", "n"]
-    return _save(folder, identity, {
-        "units": pd.DataFrame(units, columns=unit_columns),
-        "particles": pd.concat(particles, ignore_index=True)[columns]
-        if particles else pd.DataFrame(columns=columns),
-        "skipped": pd.concat(skipped, ignore_index=True)}, max_per_unit)
+    return _save(folder, identity, {"units": pd.DataFrame(units, columns=unit_columns),
+                                    "skipped": pd.concat(skipped, ignore_index=True)},
+                 particles, max_per_unit)
