@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from dsmscale.extract import plan_extraction
+from dsmscale.io.atomic import build_output_dir
 from dsmscale.io.omezarr import Tomogram
 from dsmscale.io.particles import ParticleTable
 
@@ -64,17 +63,17 @@ def _save(folder: Path, identity: dict, tables: dict[str, pd.DataFrame],
           particles: dict[str, pd.DataFrame], unit_rows: int) -> Plan:
     """Write the plan with the job identity it was made for, whole or not at all: a half-written
     plan (a crash) is replaced, never loaded."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "particles").mkdir(parents=True)
-    for name, frame in tables.items():
-        frame.to_parquet(tmp / f"{name}.parquet", index=False)
-    for name, frame in particles.items():
-        frame.to_parquet(tmp / "particles" / f"{name}.parquet", index=False,
-                         row_group_size=unit_rows)
-    (tmp / IDENTITY).write_text(json.dumps(identity, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+
+    def build(tmp: Path) -> None:
+        (tmp / "particles").mkdir(parents=True)
+        for name, frame in tables.items():
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+        for name, frame in particles.items():
+            frame.to_parquet(tmp / "particles" / f"{name}.parquet", index=False,
+                             row_group_size=unit_rows)
+        (tmp / IDENTITY).write_text(json.dumps(identity, indent=2))
+
+    build_output_dir(folder, overwrite=True, build=build)  # a half-written plan replaces nothing
     return Plan.load(folder)
 
 
