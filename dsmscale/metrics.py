@@ -51,6 +51,34 @@ def segmentation_scores(counts: np.ndarray) -> dict[str, float]:
             "miou": float(iou.mean()), "iou_background": float(iou[0]), "iou_target": float(iou[1])}
 
 
+def target_share_bounds(pix_acc: float, miou: float) -> tuple[float, float]:
+    """Bounds on the target's share of all voxels that pixel accuracy and mIoU imply.
+
+    Both scores pool voxels over a set of boxes, as `segmentation_scores` does. With error share
+    e = 1 − pix_acc and target IoU a, the target's union (prediction ∪ truth) is u = e / (1 − a)
+    of all voxels and its intersection a·u; the true target share lies between the two. The
+    background IoU is then (1 − u) / (1 + e − u), so the mIoU fixes a. Taking the target as the
+    minority class (u ≤ 1/2), the mIoU rises with a and a is found by bisection. Returns
+    (intersection share, union share), fractions of all voxels.
+    """
+    e = 1.0 - pix_acc
+    if not 0.0 < e < 0.25:
+        raise ValueError(f"pixel accuracy {pix_acc} is outside (0.75, 1)")
+
+    def miou_at(a: float) -> float:
+        u = e / (1.0 - a)
+        return (a + (1.0 - u) / (1.0 + e - u)) / 2.0
+
+    lo, hi = 0.0, 1.0 - 2.0 * e
+    if not miou_at(lo) <= miou <= miou_at(hi):
+        raise ValueError(f"mIoU {miou} is not reachable at pixel accuracy {pix_acc}")
+    for _ in range(100):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if miou_at(mid) < miou else (lo, mid)
+    union = e / (1.0 - lo)
+    return lo * union, union
+
+
 def fsc_curve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Fourier shell correlation of two cubic volumes (torch-fourier-shell-correlation)."""
     import torch

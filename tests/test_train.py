@@ -8,6 +8,7 @@ from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_g
 from dsmscale.data import rotate_boxes_180
 from dsmscale.errors import InputError
 from dsmscale.evaluate import evaluate_checkpoint
+from dsmscale.metrics import segmentation_counts, segmentation_scores, target_share_bounds
 from dsmscale.models import DSMNet
 from dsmscale.train import TrainConfig, TrainStep, train
 
@@ -127,3 +128,19 @@ def test_augmentation_keeps_the_wedge_and_moves_targets_with_boxes():
     assert torch.equal(moved["label"], target["label"])
     assert max(_wedge_power(b[0].numpy()) for b in turned) < 1e-10
     assert _wedge_power(np.rot90(boxes[0], axes=(0, 2))) > 0.1  # a 90° turn about y would not
+
+
+def test_target_share_bounds_are_the_target_intersection_and_union():
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:40, :40, :40]
+    truth = ((z - 20) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 < 7 ** 2).astype(int)
+    pred = truth.copy()
+    flip = rng.random(truth.shape) < 0.01  # errors inside and around the sphere
+    pred[flip] = 1 - pred[flip]
+    scores = segmentation_scores(segmentation_counts(pred, truth))
+    lo, hi = target_share_bounds(scores["pix_acc"], scores["miou"])
+    assert lo == pytest.approx(np.mean(pred & truth), rel=1e-6)
+    assert hi == pytest.approx(np.mean(pred | truth), rel=1e-6)
+    assert lo < truth.mean() < hi
+    with pytest.raises(ValueError, match="not reachable"):
+        target_share_bounds(0.99, 0.2)
