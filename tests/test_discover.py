@@ -16,7 +16,8 @@ def fake_job(root: Path, n_per: int = 120, k: int = 3, box: int = 8,
              tomograms: int = 1) -> pd.DataFrame:
     """A job output with k well-separated feature clusters and a constant density per cluster,
     spread over several Parquet parts (like work units); part i belongs to tomogram i mod
-    ``tomograms``, whose particle ids start at 0 (as picked tables do)."""
+    ``tomograms``, whose particle ids start at 0 (as picked tables do). The classifier's score
+    is 0.9, and 0.3 for the last class."""
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 10, size=(k, 1024))
     truth = np.repeat(np.arange(k), n_per)
@@ -39,7 +40,7 @@ def fake_job(root: Path, n_per: int = 120, k: int = 3, box: int = 8,
         pq.write_table(pa.table({
             "particle_id": ids[-1], "row": np.arange(start, start + n),
             "tomogram": names[start:], "class_name": [f"c{c}" for c in truth[sl]],
-            "score": np.full(n, 0.9),
+            "score": np.where(truth[sl] == k - 1, 0.3, 0.9),
             "features": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), 1024)}),
             root / "particles.parquet" / f"u{part:03d}.parquet")
     return pd.DataFrame({"particle_id": np.concatenate(ids), "tomogram": names,
@@ -60,6 +61,12 @@ def test_streaming_kmeans_recovers_clusters_and_averages(tmp_path):
         np.testing.assert_allclose(averages[c], expected)
     assert max(summary["silhouette_by_k"], key=summary["silhouette_by_k"].get) == "3"
     assert (tmp_path / "discovery" / "tsne.png").is_file()
+    for entry in summary["clusters"]:  # one class per cluster, predicted and true
+        (name, n), = entry["predicted"].items()
+        assert entry["true"] == {name: n} and n == entry["size"] == 120
+        assert entry["mean_score"] == pytest.approx(0.3 if name == "c2" else 0.9)
+    c2 = next(e["cluster"] for e in summary["clusters"] if "c2" in e["predicted"])
+    assert summary["low_confidence_clusters"] == [c2]
 
 
 def test_several_tomograms_with_the_same_particle_ids(tmp_path):

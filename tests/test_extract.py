@@ -67,10 +67,12 @@ def test_skip_policy_reports_skipped_ids(blob_store):
 def test_normalise_and_levels(blob_store):
     table = make_particles(blob_store["centres"][:5], "blobs", 8.0)
     got = _collect(extract_subtomograms(blob_store["store"], table, box=16, normalise=True))
+    assert sorted(got) == list(range(5))
     for box, _, _ in got.values():
         assert abs(box.mean()) < 1e-5 and abs(box.std() - 1) < 1e-4
     # the same particles on pyramid level 1: coordinates converted, blob still centred
     lvl1 = _collect(extract_subtomograms(blob_store["store"], table, box=10, level=1))
+    assert sorted(lvl1) == list(range(5))
     for box, _, _ in lvl1.values():
         peak = np.unravel_index(np.argmax(box), box.shape)
         assert np.all(np.abs(np.array(peak) - 5) <= 1)

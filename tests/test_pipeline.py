@@ -9,7 +9,10 @@ import torch
 import zarr
 from ome_zarr_models.v05 import Image
 
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.errors import InputError
+from dsmscale.extract import box_starts, extract_subtomograms
+from dsmscale.infer.backend import InferenceModel
 from dsmscale.infer.config import RunConfig
 from dsmscale.infer.pipeline import run_job
 from dsmscale.infer.sinks import read_results
@@ -31,6 +34,7 @@ def test_job_outputs_every_particle_once(job):
     config, table = job
     summary = run_job(config)
     assert summary["particles_processed"] == len(table) and summary["units_total"] >= 3
+    _check_outputs_are_the_models(config)
     # the blob tomogram is at 8 Å, the tiny model was trained on the simulator's 10 Å grid
     assert len(summary["warnings"]) == 1 and "blobs.zarr: 8 Å per voxel at level 0, the model " \
         "was trained at 10 Å" in summary["warnings"][0]
@@ -50,6 +54,56 @@ def test_job_outputs_every_particle_once(job):
     assert f"| blobs | {len(table)} |" in report  # particles per tomogram
     assert "## Discovery" in report and "discovery/tsne.png" in report
     assert summary["discovery"]["k"] >= 2
+
+
+def _check_outputs_are_the_models(config: RunConfig) -> None:
+    """Every particle's class, probabilities, mask and density are what the model gives on its
+    box (cut anew from the tomogram), and the maps hold the masks and densities where they are."""
+    out = Path(config.output)
+    results = read_results(out, columns=["particle_id", "row", "z", "y", "x", "class_index",
+                                         "score", "probabilities"]).sort_values("row")
+    store = Path(next((out / "tomograms").glob("*.zarr")))
+    ckpt = load_checkpoint(config.model)
+    table = make_particles(results[["z", "y", "x"]].to_numpy(), "blobs", 8.0,
+                           ids=results["particle_id"].to_numpy())
+    boxes = {int(i): b for batch in extract_subtomograms(store, table, box=40, normalise=True)
+             for i, b in zip(batch.particle_id, batch.boxes, strict=True)}
+    model = InferenceModel(model_from_checkpoint(ckpt), 8, compile="off")
+    want = model(np.stack([boxes[int(i)] for i in results["particle_id"]]))
+    probs = np.stack(results["probabilities"].to_numpy())
+    np.testing.assert_allclose(probs, torch.softmax(want["logits"], 1).numpy(), atol=0.02)
+    np.testing.assert_array_equal(results["class_index"], probs.argmax(1))
+    np.testing.assert_allclose(results["score"], probs.max(1), rtol=1e-6)
+    rows = results["row"].to_numpy()
+    seg = zarr.open_array(str(out / "segmentation.zarr"))[:][rows]
+    rec = zarr.open_array(str(out / "density.zarr"))[:][rows]
+    assert np.mean(seg == want["seg"].argmax(1).numpy()) > 0.99  # bf16 ties may flip a voxel
+    scale = float(ckpt["normalisation"]["density_scale"])
+    np.testing.assert_allclose(rec, want["rec"][:, 0].numpy() * scale, atol=0.02 * scale)
+    _check_maps(out, results, seg, rec)
+
+
+def _check_maps(out: Path, results: pd.DataFrame, seg: np.ndarray, rec: np.ndarray) -> None:
+    """The label map is non-zero exactly on the union of the predicted masks, where only one
+    mask covers a voxel it holds that particle's class + 1, and the density map is the maximum
+    of the recovered densities (0 outside every box)."""
+    labels = zarr.open_group(str(out / "maps" / "blobs_labels.zarr"), mode="r")["0"][:]
+    density = zarr.open_group(str(out / "maps" / "blobs_density.zarr"), mode="r")["0"][:]
+    pad = 40
+    cover = np.zeros(np.add(labels.shape, 2 * pad), np.int32)
+    owner = np.zeros_like(cover)
+    peak = np.zeros(cover.shape, np.float32)
+    for i, start in enumerate(box_starts(results[["z", "y", "x"]].to_numpy(), 40) + pad):
+        box = tuple(slice(s, s + 40) for s in start)
+        cover[box] += seg[i] > 0
+        owner[box][seg[i] > 0] = results["class_index"].iloc[i] + 1
+        np.maximum(peak[box], rec[i], out=peak[box])
+    inner = tuple(slice(pad, pad + n) for n in labels.shape)
+    cover, owner, peak = cover[inner], owner[inner], peak[inner]
+    assert cover.any()
+    np.testing.assert_array_equal(labels > 0, cover > 0)
+    np.testing.assert_array_equal(labels[cover == 1], owner[cover == 1])
+    np.testing.assert_allclose(density, peak, rtol=1e-6)
 
 
 def test_rerun_skips_finished_units_and_redoes_lost_ones(job):

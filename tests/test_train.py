@@ -5,10 +5,17 @@ import pytest
 import torch
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_grid
-from dsmscale.data import rotate_boxes_180
+from dsmscale.data import load_split, rotate_boxes_180
 from dsmscale.errors import InputError
 from dsmscale.evaluate import evaluate_checkpoint
-from dsmscale.metrics import segmentation_counts, segmentation_scores, target_share_bounds
+from dsmscale.infer.backend import InferenceModel
+from dsmscale.metrics import (
+    fsc_curve,
+    fsc_resolution,
+    segmentation_counts,
+    segmentation_scores,
+    target_share_bounds,
+)
 from dsmscale.models import DSMNet
 from dsmscale.train import TrainConfig, TrainStep, train
 
@@ -54,18 +61,34 @@ def test_training_learns(tiny_dataset, tmp_path, augment):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_evaluate_writes_metrics(tiny_dataset, tmp_path):
-    train(_config(tiny_dataset, tmp_path / "run", max_epochs=1), progress=False)
-    metrics = evaluate_checkpoint(tmp_path / "run" / "best.pt", tiny_dataset, "test",
-                                  tmp_path / "eval", threads=2)
-    for key in ("obj_acc", "pix_acc", "miou", "fsc_resolution_nm"):
-        assert 0 <= metrics[key] <= (40 if key == "fsc_resolution_nm" else 1)
-    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+def test_evaluate_scores_what_the_model_predicts(tiny_checkpoint, tiny_dataset, tmp_path):
+    metrics = evaluate_checkpoint(tiny_checkpoint, tiny_dataset, "test", tmp_path / "eval",
+                                  threads=2)
+    ckpt = load_checkpoint(tiny_checkpoint)
     assert model_grid(ckpt) == (40, 10.0) and ckpt["box"] == 40  # recorded, not the fallback
+    data = load_split(tiny_dataset, "test", ckpt["classes"],
+                      density_scale=ckpt["normalisation"]["density_scale"])
+    out = InferenceModel(model_from_checkpoint(ckpt), 8, compile="off")(data.x[:, 0].numpy())
+    labels = data.label.numpy()
+    assert metrics["obj_acc"] == pytest.approx(np.mean(out["logits"].argmax(1).numpy() == labels))
+    seg = segmentation_scores(segmentation_counts(out["seg"].argmax(1).numpy(), data.mask.numpy()))
+    assert metrics["miou"] == pytest.approx(seg["miou"], abs=0.01)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert saved["n"] == metrics["n"] > 0
+    confusion = np.asarray(saved["confusion"])
+    assert saved["n"] == len(data) == confusion.sum() > 0
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["obj_acc"])
     assert (tmp_path / "eval" / "confusion.png").is_file()
     assert (tmp_path / "eval" / "slices.png").is_file()
+
+
+def test_fsc_of_a_map_with_itself_is_one_and_resolution_reads_the_first_drop():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 40, 40)).astype(np.float32)
+    np.testing.assert_allclose(fsc_curve(a, a), 1.0, atol=1e-5)
+    assert np.abs(fsc_curve(a, rng.normal(size=a.shape))[5:]).max() < 0.3  # unrelated maps
+    assert fsc_resolution(np.array([1, .9, .8, .4, .3]), 40, 1.0) == pytest.approx(40 / 3)
+    assert fsc_resolution(np.ones(21), 40, 1.0) == 2.0  # never drops: Nyquist
+    assert fsc_resolution(np.array([1, .9, .8, .4]), 40, 0.5) == pytest.approx(20 / 3)
 
 
 def _step_after(micro_batch, x, target):

@@ -9,6 +9,7 @@ import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
+import starfile
 import torch
 import yaml
 
@@ -108,8 +109,12 @@ EXTRACT_CASES = {
                                              ).to_csv(t / "p.csv", index=False) or t / "p.csv",
                       "1 duplicate particle ids (first: 3)"),
     "star without coordinates": (
-        lambda t: (pd.DataFrame({"rlnTomoName": ["a"]}).to_csv(t / "p.star"), t / "p.star")[1],
-        "p.star"),
+        lambda t: starfile.write(pd.DataFrame({"rlnTomoName": ["a"], "rlnImagePixelSize": [8.0]}),
+                                 t / "p.star") or t / "p.star",
+        "no coordinate columns"),
+    "star without rows": (
+        lambda t: (t / "p.star").write_text("data_particles\n\nloop_\n_rlnCoordinateX #1\n")
+        and t / "p.star", "no particle rows"),
 }
 
 
