@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dsmscale.config import read_yaml_mapping
 from dsmscale.errors import InputError, one_line, user_facing_error
 
 RESUME_HINT = " (finished work units are kept: fix the cause and rerun the same command to resume)"
@@ -154,7 +155,7 @@ def _progress(batches, total: int):
 
 
 def _load_config(cls, path: Path | None, overrides: dict):
-    base = cls.from_yaml(path).model_dump() if path else {}
+    base = read_yaml_mapping(path) if path else {}
     base.update({k: v for k, v in overrides.items() if v is not None})
     return cls.from_mapping(base, source=path)
 

@@ -27,6 +27,19 @@ def config_key(loc: tuple) -> str:
     return ".".join(parts) or "<root>"
 
 
+def read_yaml_mapping(path: str | Path) -> dict:
+    """The keys of a YAML config file, not yet validated (a part of a config is fine: command
+    line flags may complete it); `InputError` if it is unreadable or not a mapping."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(path, f"cannot read config: {exc}".splitlines()[0]) from exc
+    if not isinstance(data, dict):
+        raise InputError(path, "config must be a mapping of keys to values")
+    return data
+
+
 class JobConfig(BaseModel):
     """Base of every job's configuration."""
 
@@ -35,14 +48,7 @@ class JobConfig(BaseModel):
     @classmethod
     def from_yaml(cls: type[C], path: str | Path) -> C:
         """Load and validate a YAML file; raise `InputError` naming the file and the bad key."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(path, f"cannot read config: {exc}".splitlines()[0]) from exc
-        if not isinstance(data, dict):
-            raise InputError(path, "config must be a mapping of keys to values")
-        return cls.from_mapping(data, source=path)
+        return cls.from_mapping(read_yaml_mapping(path), source=path)
 
     @classmethod
     def from_mapping(cls: type[C], data: dict, source: str | Path | None = None) -> C:

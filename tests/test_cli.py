@@ -5,7 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from dsmscale.checkpoints import load_checkpoint
+from dsmscale.cli import main
+from dsmscale.extract import box_starts, boxes_inside
+from dsmscale.infer.sinks import read_results
+from dsmscale.io.omezarr import open_tomogram
+from dsmscale.io.particles import read_star
 from dsmscale.io.subtomograms import read_subtomograms
+from dsmscale.metrics import match_points
+from dsmscale.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,9 +33,18 @@ def test_convert_pick_extract(tmp_path, blob_store):
     run("pick", store, "-o", tmp_path / "picks.star", "--polarity", "bright", "--sigma-nm", "2",
         "--min-distance-nm", "8", "--threshold", "5")
     run("extract", store, tmp_path / "picks.star", "-o", tmp_path / "sub", "--box", "16")
+    tomogram = open_tomogram(store)
+    assert tomogram.ngff_version == "0.4" and tomogram.array.metadata.zarr_format == 2
+    picks = read_star(tmp_path / "picks.star").df[["z", "y", "x"]].to_numpy()
+    assert match_points(picks, blob_store["centres"], 2.0)["recall"] >= 0.95
     boxes, meta = read_subtomograms(tmp_path / "sub")
-    assert boxes.shape[1:] == (16, 16, 16)
-    assert abs(len(meta) - len(blob_store["centres"])) <= 2
+    assert boxes.shape[1:] == (16, 16, 16) and len(meta) == len(picks)
+    starts = box_starts(meta[["z", "y", "x"]].to_numpy(float), 16)
+    inside = np.flatnonzero(boxes_inside(starts, 16, blob_store["volume"].shape))
+    assert len(inside) > 10
+    for i in inside:  # each box is the tomogram's voxels at its start
+        z, y, x = starts[i]
+        np.testing.assert_array_equal(boxes[i], blob_store["volume"][z:z + 16, y:y + 16, x:x + 16])
 
 
 def test_demo_job(tmp_path, tiny_checkpoint):
@@ -37,8 +56,37 @@ def test_demo_job(tmp_path, tiny_checkpoint):
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["classified_inside"] + summary["classified_padded"] == summary["true_particles"]
     assert summary["classified_inside"] > 50 and summary["classified_padded"] > 0
-    assert 0.0 <= summary["class_accuracy_inside"] <= 1.0
+    results = read_results(tmp_path / "demo" / "job")
+    true = read_star(tmp_path / "demo" / "demo.star").df.set_index("particle_id")["class_name"]
+    correct = results["class_name"].to_numpy() == true.loc[results["particle_id"]].to_numpy()
+    padded = results["padded"].to_numpy()
+    assert summary["class_accuracy_inside"] == correct[~padded].mean()
+    assert summary["class_accuracy_padded"] == correct[padded].mean()
     # realistic data (crowding, wedge, CTF, SNR 0.06): a DoG picker finds many particles
     assert summary["pick_recall"] >= 0.4 and summary["pick_precision"] >= 0.4
     assert (tmp_path / "demo" / "report.md").is_file()
     assert (tmp_path / "demo" / "job" / "maps" / "demo_labels.zarr").is_dir()
+
+
+def test_train_distill_and_evaluate_commands_pass_their_flags(tmp_path, tiny_dataset,
+                                                              tiny_checkpoint, capsys):
+    small = tmp_path / "small.yaml"
+    small.write_text("limit_train: 16\nlimit_val: 8\nbatch_size: 8\nmax_epochs: 1\n")
+    assert main(["train", "--config", str(small), "--dataset", str(tiny_dataset), "-o",
+                 str(tmp_path / "run"), "--model", "cls_seg", "--augment", "--micro-batch", "4",
+                 "--threads", "2"]) == 0
+    trained = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")
+    assert (trained.model, trained.augment, trained.micro_batch, trained.threads,
+            trained.limit_train) == ("cls_seg", True, 4, 2, 16)
+    assert main(["distill", "--config", str(small), "--dataset", str(tiny_dataset), "-o",
+                 str(tmp_path / "student"), "--teacher", str(tiny_checkpoint), "--loss", "kl",
+                 "--hard-weight", "0.25", "--threads", "2"]) == 0
+    student = TrainConfig.from_yaml(tmp_path / "student" / "config.yaml")
+    assert (student.model, student.teacher, student.distill_loss, student.hard_weight) == (
+        "dsmnet_small", str(tiny_checkpoint), "kl", 0.25)
+    assert load_checkpoint(tmp_path / "student" / "best.pt")["model"] == "dsmnet_small"
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "student" / "best.pt"), str(tiny_dataset), "-o",
+                 str(tmp_path / "eval"), "--threads", "2"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert f"obj_acc {metrics['obj_acc']:.4f}" in capsys.readouterr().out
