@@ -1,0 +1,59 @@
+"""The tables of jobs/reproduce_paper.py, from rows made up here and the tiny dataset."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _report_module():
+    spec = importlib.util.spec_from_file_location("_reproduction_report",
+                                                  REPO / "jobs" / "_reproduction_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(model, obj_acc=None, miou=None, pix_acc=None, variant=None, run_hash="r0"):
+    return {"dataset": "A", "model": model, "loss_ratio": "1:10:1", "pix_acc": pix_acc,
+            "miou": miou, "obj_acc": obj_acc, "fsc_resolution_nm": None, "converged": True,
+            "epochs": 2, "wall_s": 60.0, "precision": "bf16", "threads": 1, "commit": "abc",
+            "run_hash": run_hash, "variant": variant}
+
+
+def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_dataset):
+    report = _report_module()
+    rows = [_row("dsmnet", 0.90, 0.86, 0.997, run_hash="net"), _row("cls", 0.80),
+            _row("seg", miou=0.87, pix_acc=0.997),
+            _row("dsmnet", 0.93, 0.85, 0.997, variant="augment=True", run_hash="aug")]
+    classes = pd.read_parquet(tiny_dataset / "particles.parquet")["class_name"].unique()
+    for run, f1 in (("net", 0.5), ("aug", 0.7)):
+        (tmp_path / "runs" / run / "eval").mkdir(parents=True)
+        (tmp_path / "runs" / run / "eval" / "metrics.json").write_text(
+            json.dumps({"f1_per_class": {c: f1 + 0.05 * i for i, c in enumerate(classes)}}))
+    results = tmp_path / "results"
+    report.write_results(rows, tiny_dataset.parent, tmp_path / "runs", "cmd", results,
+                         planned=16, schedule="a schedule")
+    md = (results / "reproduction.md").read_text()
+    assert "- A: DSM-Net object accuracy ≥ 94 %: 90.00 vs 94.00 — missed by 4.00 points" in md
+    assert "- A: DSM-Net accuracy above the Cls subnet's: 90.00 vs 80.00 — met" in md
+    assert "- A: DSM-Net mIoU above the Seg subnet's: 86.00 vs 87.00 — missed by 1.00 points" in md
+    assert "- B: DSM-Net object accuracy ≥ 54 %: pending (row not run yet)" in md
+    assert "13 of 16 rows have not run yet" in md
+    assert "| A | dsmnet | 1:10:1 | augment=True | 99.70 | 85.00 (-1.00) | 93.00 (+3.00) |" in md
+    table = pd.read_parquet(tiny_dataset / "particles.parquet")
+    test = np.sort(table.loc[table["split"] == "test", "index"].to_numpy())
+    share = zarr.open_array(str(tiny_dataset / "mask.zarr"))[:][test].mean()
+    assert f"| A | dsmnet | {share * 100:.2f} |" in md
+    assert "| class | target voxels | F1 A | F1 A augment=True |" in md
+    sizes = [float(line.split("|")[2]) for line in md.splitlines()
+             if line.startswith("| ") and line.split("|")[1].strip() in set(classes)]
+    tested = table.loc[table["split"] == "test", "class_name"].nunique()
+    assert len(sizes) == tested and sizes == sorted(sizes)  # smallest target first
+    assert (results / "reproduction.png").is_file()
+    assert json.loads((results / "reproduction.json").read_text()) == rows
