@@ -11,8 +11,9 @@ cluster runs the table in parallel. Every row uses the same schedule: EPOCHS epo
 Adam (max lr 1e-3, betas 0.9/0.99), batch 64 run as micro-batches of 8 (TrainConfig.micro_batch:
 accumulated gradients, BatchNorm statistics per micro-batch), early stopping patience 15 — an
 epoch cap instead of the paper's 100 epochs, so the table is affordable on 2 CPU cores. Writes
-results/reproduction.json (one object per row) and results/reproduction.md (ours beside the
-paper's, with command, commit, data and wall time). The rows of TRIED change one thing of the
+results/reproduction.json (one object per row), results/reproduction.md (ours beside the
+paper's, with command, commit, data and wall time; targets; target share; per-class F1; made by
+_reproduction_report.py) and results/reproduction.png. The rows of TRIED change one thing of the
 procedure to close a gap to the paper (--tried runs only them); they are tabled apart, beside the
 same row under the common procedure. A row's run folder is locked while it trains and the tables
 are always rebuilt from every finished row on disk, so processes started with the same command
