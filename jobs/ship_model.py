@@ -73,9 +73,7 @@ DSM-Net ({ckpt['model']}: heads {', '.join(ckpt['heads'])}), {sum(v.numel() for 
 slim['state_dict'].values()):,} parameters and buffers, {target.stat().st_size / 1e6:.1f} MB.
 
 - **Classes ({ckpt['n_classes']}):** {', '.join(ckpt['classes'])}
-- **Training data:** `{cfg['dataset']}` — simulated by `dsmscale simulate` (crowded 600×600×300
-  tomogram at 1 nm, tilt ±60° / 2°, CTF 300 kV Cs 2 mm 5 µm underfocus, MTF, WBP) at
-  **SNR 0.06 only (dataset A)**; train split 80 %, best epoch by validation loss.
+- **Training data:** `{cfg['dataset']}` — {_training_data(cfg, data_info)}
 - **Input:** {box}³ boxes at {voxel_a / 10:g} nm/voxel, normalised per box (zero mean, unit
   variance); recovered
   density in Da/voxel (× {ckpt['normalisation']['density_scale']:g}).
@@ -100,14 +98,30 @@ bootstrap, then fine-tune on labelled real data).
     print(card)
 
 
+def _training_data(cfg: dict, data_info: dict) -> str:
+    """How the training dataset was simulated, from the simulator's summary.json."""
+    sim = data_info.get("config")
+    if not sim:
+        return "(no summary.json beside the datasets: simulation settings unknown)"
+    tomo, name = sim["tomogram"], Path(cfg["dataset"]).name
+    shape = "×".join(str(round(n * tomo["voxel_size_a"] / 10)) for n in tomo["shape_zyx"][::-1])
+    return (f"simulated by `dsmscale simulate` ({sim['n_tomograms']} crowded {shape} nm "
+            f"tomogram(s) at {tomo['voxel_size_a'] / 10:g} nm, tilt ±{tomo['tilt_max_deg']:g}° / "
+            f"{tomo['tilt_step_deg']:g}°, CTF {tomo['voltage_kv']:g} kV Cs {tomo['cs_mm']:g} mm "
+            f"{tomo['defocus_um']:g} ± {tomo['defocus_jitter_um']:g} µm underfocus, MTF, WBP) at "
+            f"**SNR {data_info['snr_measured'][name]:.3f} only (dataset {name})**; train split "
+            f"{sim['split_fractions'][0]:.0%}, best epoch by validation loss.")
+
+
 def _distillation(cfg: dict, teacher_run: str | None) -> str:
     """The model card's distillation line (empty for a model trained on labels alone)."""
     if not cfg.get("teacher"):
         return ""
     loss = cfg["distill_loss"] + (f" at T = {cfg['temperature']:g}" if cfg["distill_loss"] == "kl"
                                   else "")
-    run = f", run `{teacher_run}`" if teacher_run else ""
-    return (f"- **Distilled from:** `{cfg['teacher']}`{run} ('default' was the shipped DSM-Net) — "
+    run = f" (run `{teacher_run}`)" if teacher_run else ""
+    when = " as shipped when the student was trained" if cfg["teacher"] == "default" else ""
+    return (f"- **Distilled from:** `{cfg['teacher']}`{when}{run} — "
             f"classification {loss}, soft segmentation and recovery; "
             f"{cfg['hard_weight']:g} of the loss from the true targets.\n")
 
