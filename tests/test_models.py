@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from dsmscale.models import MODEL_NAMES, build_model
+from dsmscale.models import MODEL_NAMES, DSMNet, build_model
 from dsmscale.train import loss_terms
 
-PARAMS = {"dsmnet": 1_955_321, "ssn3d_ed": 896_642, "dsrf3d_v2": 18_316_470,
+PARAMS = {"dsmnet": 1_955_321, "cls": 1_595_222, "seg": 1_800_642, "ssn3d_ed": 896_642,
+          "dsrf3d_v2": 18_316_470,
           "dsmnet_small": 540_169, "guo_l": 1_013_942, "guo_m": 505_654, "guo_s": 160_934}
 
 
@@ -32,8 +33,12 @@ def test_shapes_and_gradients(name):
 
 
 @pytest.mark.parametrize("name,count", PARAMS.items())
-def test_parameter_counts(name, count):
+def test_parameter_counts(name, count):  # README's table
     assert sum(p.numel() for p in build_model(name, 22).parameters()) == count
+
+
+def test_parameter_count_without_batch_norm():
+    assert sum(p.numel() for p in DSMNet(22, batch_norm=False).parameters()) == 1_953_593
 
 
 def test_heads_share_one_backbone():
