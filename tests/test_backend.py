@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsmscale.infer.backend import BATCH_CANDIDATES, InferenceModel
+from dsmscale.infer.backend import BATCH_CANDIDATES, InferenceModel, require_cuda_for_gpus
 from dsmscale.models import build_model
 
 
@@ -62,3 +62,10 @@ def test_auto_batch_size_is_the_fastest_timed_candidate(model_and_boxes):
 def test_bad_batch_size_is_a_clear_error(model_and_boxes, bad):
     with pytest.raises(ValueError, match="batch_size must be 'auto' or an integer"):
         InferenceModel(model_and_boxes[0], bad, compile="off")
+
+
+def test_an_actor_holding_gpus_without_cuda_refuses_to_run_on_the_cpu():
+    with pytest.raises(RuntimeError, match="holds GPU 0 but torch .* sees no CUDA device"):
+        require_cuda_for_gpus([0], cuda_available=False)
+    require_cuda_for_gpus([0], cuda_available=True)
+    require_cuda_for_gpus([], cuda_available=False)  # a CPU actor

@@ -1,39 +1,95 @@
-"""deploy/ files parse, and every entry point and config file they name exists."""
+"""deploy/ files parse and agree with each other, and every entry point and config they name
+exists (what a cluster does with them can only be seen on a cluster)."""
 
+import copy
+import json
+import re
 from pathlib import Path
 
+import jsonschema
 import pytest
+import ray
 import yaml
 
 from dsmscale.infer.config import RunConfig
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 REPO = DEPLOY.parent
+LAUNCHERS = ["cluster-aws.yaml", "cluster-gcp.yaml"]
+SHARED = "/mnt/shared"
 
 
-@pytest.mark.parametrize("name", ["cluster-aws.yaml", "cluster-gcp.yaml"])
+def _yaml(name):
+    return yaml.safe_load((DEPLOY / name).read_text())
+
+
+def _job() -> RunConfig:
+    return RunConfig.from_yaml(DEPLOY / "job.yaml")
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
 def test_cluster_launcher(name):
-    doc = yaml.safe_load((DEPLOY / name).read_text())
+    doc = _yaml(name)
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(doc, schema)
     gpu = doc["available_node_types"]["gpu_worker"]
     assert gpu["min_workers"] == 0 and gpu["resources"]["GPU"] == 1
-    assert "GPU" not in doc["available_node_types"][doc["head_node_type"]]["resources"]
-    assert any("--dashboard-host=127.0.0.1" in c for c in doc["head_start_ray_commands"])
+    assert gpu["max_workers"] == doc["max_workers"] == _job().num_actors[1]
+    job = _job()
+    assert job.cpus_per_actor + job.cpus_per_extract_task <= gpu["resources"]["CPU"]
+    head = doc["available_node_types"][doc["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}  # the head schedules no tasks or actors
+    start = " ".join(doc["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start and "--num-cpus=0" in start
+    assert f"-v {SHARED}:{SHARED}" in doc["docker"]["run_options"]
+    assert any(SHARED in c and "mount" in c for c in doc["initialization_commands"])
 
 
 def _gpu_group(spec):
     return next(g for g in spec["workerGroupSpecs"] if g["groupName"] == "gpu")
 
 
-def test_kuberay_cluster_and_job():
-    cluster = yaml.safe_load((DEPLOY / "kuberay-raycluster.yaml").read_text())
+def test_kuberay_cluster_and_job_are_one_cluster():
+    cluster = _yaml("kuberay-raycluster.yaml")
     assert cluster["kind"] == "RayCluster" and cluster["spec"]["enableInTreeAutoscaling"]
     group = _gpu_group(cluster["spec"])
-    assert group["minReplicas"] == 0
-    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits["nvidia.com/gpu"] == 1
-    job = yaml.safe_load((DEPLOY / "kuberay-rayjob.yaml").read_text())
-    assert job["kind"] == "RayJob" and _gpu_group(job["spec"]["rayClusterSpec"])["minReplicas"] == 0
+    assert group["minReplicas"] == 0 and group["maxReplicas"] == _job().num_actors[1]
+    worker = group["template"]["spec"]["containers"][0]["resources"]
+    assert worker["limits"]["nvidia.com/gpu"] == 1 and worker["requests"] == worker["limits"]
+    cpus = int(worker["requests"]["cpu"])  # fits a 4-vCPU, 16 GB node after system reserves
+    assert cpus <= 3 and int(worker["requests"]["memory"].removesuffix("Gi")) <= 13
+    assert _job().cpus_per_actor + _job().cpus_per_extract_task <= cpus
+    job = _yaml("kuberay-rayjob.yaml")
+    assert job["kind"] == "RayJob" and job["spec"]["shutdownAfterJobFinishes"]
     _check_entrypoint(job["spec"]["entrypoint"])
+    # the operator polls the job through the head service: an open dashboard needs a token
+    spec = copy.deepcopy(job["spec"]["rayClusterSpec"])
+    assert spec.pop("authOptions") == {"mode": "token"}
+    assert spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] = "127.0.0.1"
+    assert spec == cluster["spec"]
+    for template in (cluster["spec"]["headGroupSpec"]["template"], group["template"]):
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in template["spec"]["volumes"]]
+        mounts = [m["mountPath"] for m in template["spec"]["containers"][0]["volumeMounts"]]
+        assert claims == ["dsmscale-shared"] and mounts == [SHARED]
+
+
+def test_one_image_and_ray_version_everywhere():
+    docker = (DEPLOY / "Dockerfile").read_text()
+    ray_version = re.search(r"FROM rayproject/ray:([\d.]+)-py311-gpu", docker).group(1)
+    images = set()
+    for name in LAUNCHERS:
+        images.add(_yaml(name)["docker"]["image"])
+    cluster = _yaml("kuberay-raycluster.yaml")["spec"]
+    for spec in (cluster, _yaml("kuberay-rayjob.yaml")["spec"]["rayClusterSpec"]):
+        assert spec["rayVersion"] == ray_version
+        for template in (spec["headGroupSpec"]["template"], _gpu_group(spec)["template"]):
+            images.add(template["spec"]["containers"][0]["image"])
+    assert len(images) == 1 and images.pop().endswith(f":{_package_version()}-ray{ray_version}")
+
+
+def _package_version() -> str:
+    return re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
 
 
 def _check_entrypoint(command: str):
@@ -44,15 +100,19 @@ def _check_entrypoint(command: str):
     RunConfig.from_yaml(REPO / config)  # the example job is a valid config
 
 
-def test_dockerfile_runtime_env_and_readme():
+def test_dockerfile_runtime_env_job_and_readme():
     docker = (DEPLOY / "Dockerfile").read_text()
-    assert docker.startswith("# ") and "FROM rayproject/ray:" in docker and "-gpu" in docker
+    assert docker.startswith("# ") and 'pip install --no-cache-dir "torch==${TORCH_VERSION}"' in docker
     for line in docker.splitlines():
         if line.startswith("COPY"):
-            assert (REPO / line.split()[-2]).exists(), line
-    env = yaml.safe_load((DEPLOY / "runtime_env.yaml").read_text())
+            for source in line.split()[2:-1]:  # COPY --chown=... SOURCES... DEST
+                assert (REPO / source).exists(), line
+    env = _yaml("runtime_env.yaml")
     assert env["working_dir"] == "."
+    job = _job()
+    assert all(p.startswith(SHARED) for p in [*job.tomograms, *job.particles, job.output])
     readme = (DEPLOY / "README.md").read_text()
-    for needed in ("ray job submit", "GPU sizing", "jobs/process_dataset.py", "Costs"):
+    for needed in ("ray job submit", "GPU sizing", "jobs/process_dataset.py", "Costs",
+                   "kubectl port-forward", "dsmscale-shared"):
         assert needed in readme
     _check_entrypoint("python jobs/process_dataset.py --config deploy/job.yaml")

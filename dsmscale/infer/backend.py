@@ -30,6 +30,16 @@ BATCH_CANDIDATES = (4, 8, 16, 32, 64, 128, 256)
 CPU_MAX_BATCH = 64  # larger CPU batches only add activation memory (GBs for DSM-Net at 40³)
 
 
+def require_cuda_for_gpus(gpu_ids: list, cuda_available: bool) -> None:
+    """Refuse to run on the CPU while holding GPUs: an actor Ray gave ``gpu_ids`` must see CUDA
+    (it does not when torch is a CPU build, or a CUDA build newer than the node's driver)."""
+    if gpu_ids and not cuda_available:
+        raise RuntimeError(
+            f"this actor holds GPU {', '.join(map(str, gpu_ids))} but torch {torch.__version__} "
+            "sees no CUDA device: install a torch CUDA build the node's driver supports "
+            "(deploy/Dockerfile's TORCH_INDEX)")
+
+
 def should_compile(mode: CompileMode, device: torch.device) -> bool:
     """'auto': compile on CUDA, and on CPU when Inductor's C++ compiler is installed."""
     if mode != "auto":

@@ -25,7 +25,7 @@ from dsmscale.errors import naming_io_errors
 from dsmscale.extract import WorkUnit, extract_unit
 from dsmscale.failpoints import failpoint
 from dsmscale.hardware import configure_threads
-from dsmscale.infer.backend import CompileMode, InferenceModel
+from dsmscale.infer.backend import CompileMode, InferenceModel, require_cuda_for_gpus
 from dsmscale.infer.units import unit_particles
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.io.omezarr import open_tomogram
@@ -63,6 +63,10 @@ class Predictor:
     def __init__(self, checkpoint: str, output: str, batch_size: int | str,
                  threads: int | None = None,
                  compile: CompileMode = "off", box: int = 40):
+        import ray
+
+        require_cuda_for_gpus(ray.get_gpu_ids() if ray.is_initialized() else [],
+                              torch.cuda.is_available())
         if not torch.cuda.is_available():
             configure_threads(threads)
         ckpt = load_checkpoint(checkpoint)
