@@ -18,6 +18,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.data import dataset_voxel_size_a, load_split
 from dsmscale.hardware import configure_threads, resolve_precision
+from dsmscale.io.atomic import write_file_atomic
 from dsmscale.metrics import fsc_curve, fsc_resolution, segmentation_counts, segmentation_scores
 from dsmscale.train import TrainStep
 
@@ -84,7 +85,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
 
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_file_atomic(out / "metrics.json",
+                          lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
         if "confusion" in metrics:
             confusion_figure(np.asarray(metrics["confusion"]), classes, out / "confusion.png")
         slices_figure(examples, out / "slices.png")

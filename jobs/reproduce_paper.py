@@ -131,17 +131,31 @@ def _commit() -> str:
                           text=True).stdout.strip()
 
 def finished_rows(plan: list[tuple], data: Path, workdir: Path) -> list[dict]:
-    """The cached results of the planned rows that have finished, in plan order (rows cached
-    before results recorded their threads take them from the run's history)."""
+    """The cached results of the planned rows that have finished, in plan order, each with its
+    last epoch's test scores (rows cached before results recorded their threads take them from
+    the run's history)."""
     rows = []
     for row in plan:
-        out = Path(row_config(data, workdir, *row).output)
+        config = row_config(data, workdir, *row)
+        out = Path(config.output)
         if (out / "result.json").is_file():
             result = json.loads((out / "result.json").read_text())
             if "threads" not in result:
                 result["threads"] = json.loads((out / "history.json").read_text())[-1]["threads"]
-            rows.append(result)
+            rows.append(result | {"last_epoch": last_epoch_scores(out, config.dataset)})
     return rows
+
+
+def last_epoch_scores(out: Path, dataset: str) -> dict:
+    """Test scores of the weights training ended with (OUTPUT/last.pt: with one-cycle, the
+    annealed end of the schedule) rather than of the epoch of lowest validation loss; evaluated
+    once, cached in OUTPUT/eval_last."""
+    from dsmscale.evaluate import evaluate_checkpoint
+
+    cached = out / "eval_last" / "metrics.json"
+    metrics = (json.loads(cached.read_text()) if cached.is_file() else
+               evaluate_checkpoint(out / "last.pt", dataset, "test", out / "eval_last", threads=1))
+    return {k: metrics.get(k) for k in ("pix_acc", "miou", "obj_acc", "fsc_resolution_nm")}
 
 
 def main() -> None:
