@@ -91,7 +91,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                  "teacher": getattr(args, "teacher", None),
                  "distill_loss": getattr(args, "loss", None),
                  "hard_weight": getattr(args, "hard_weight", None)}
-    config = _load_config(TrainConfig, args.config, overrides)
+    defaults = {"model": args.default_model} if getattr(args, "default_model", None) else {}
+    config = _load_config(TrainConfig, args.config, overrides, defaults)
     result = train(config)
     last = result["history"][-1] if result["history"] else {}
     shown = {k: round(v, 4) for k, v in last.items() if k.startswith("val_")}
@@ -154,8 +155,9 @@ def _progress(batches, total: int):
             yield batch
 
 
-def _load_config(cls, path: Path | None, overrides: dict):
-    base = read_yaml_mapping(path) if path else {}
+def _load_config(cls, path: Path | None, overrides: dict, defaults: dict | None = None):
+    """``defaults`` (this command's own), then the YAML's keys, then the flags given."""
+    base = (defaults or {}) | (read_yaml_mapping(path) if path else {})
     base.update({k: v for k, v in overrides.items() if v is not None})
     return cls.from_mapping(base, source=path)
 
@@ -250,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=("mse", "kl"), help="classification distillation loss")
     p.add_argument("--hard-weight", type=float, help="share of the loss from the true labels, "
                    "masks and densities (default 0.5); the rest comes from the teacher")
-    p.set_defaults(func=_cmd_train, model="dsmnet_small")
+    p.set_defaults(func=_cmd_train, default_model="dsmnet_small")
 
     p = sub.add_parser("evaluate", help="metrics and figures of a checkpoint on a split",
                        epilog=EPILOG,

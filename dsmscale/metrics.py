@@ -59,7 +59,8 @@ def target_share_bounds(pix_acc: float, miou: float) -> tuple[float, float]:
     of all voxels and its intersection a·u; the true target share lies between the two. The
     background IoU is then (1 − u) / (1 + e − u), so the mIoU fixes a. Taking the target as the
     minority class (u ≤ 1/2), the mIoU rises with a and a is found by bisection. Returns
-    (intersection share, union share), fractions of all voxels.
+    (intersection share, union share), fractions of all voxels; `ValueError` when the scores
+    bound nothing (perfect pixel accuracy) or contradict each other.
     """
     e = 1.0 - pix_acc
     if not 0.0 < e < 0.25:
@@ -70,7 +71,7 @@ def target_share_bounds(pix_acc: float, miou: float) -> tuple[float, float]:
         return (a + (1.0 - u) / (1.0 + e - u)) / 2.0
 
     lo, hi = 0.0, 1.0 - 2.0 * e
-    if not miou_at(lo) <= miou <= miou_at(hi):
+    if not miou_at(lo) - 1e-9 <= miou <= miou_at(hi) + 1e-9:  # rounding: all background is a = 0
         raise ValueError(f"mIoU {miou} is not reachable at pixel accuracy {pix_acc}")
     for _ in range(100):
         mid = (lo + hi) / 2.0

@@ -8,13 +8,14 @@ procedure, per-class F1 of the DSM-Net rows, and a figure of ours against the pa
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import zarr
+
+from dsmscale.io.atomic import write_file_atomic
 
 #: The paper's figures (Liu et al. 2018, Tables 1-2): pixel acc, mIoU, object acc (%).
 PAPER = {
@@ -76,7 +77,7 @@ def write_results(rows: list[dict], data: Path, runs: Path, command: str, result
     if len(table) < planned:
         lines += ["", f"{planned - len(table)} of {planned} rows have not run yet; rerun the "
                       "command to continue (finished rows are cached)."]
-    lines += last_epoch_lines(table)
+    lines += last_epoch_lines(table, runs)
     lines += share_lines(table, data)
     lines += tried_lines(rows)
     lines += per_class_lines(rows, data, runs)
@@ -85,24 +86,32 @@ def write_results(rows: list[dict], data: Path, runs: Path, command: str, result
     _write(results / "reproduction.md", "\n".join(lines) + "\n")
 
 
-def last_epoch_lines(table: list[dict]) -> list[str]:
+def last_epoch_lines(table: list[dict], runs: Path) -> list[str]:
     """The same runs scored at the weights training ended with instead of the epoch of lowest
-    validation loss, and the targets under that choice."""
+    validation loss (with its validation loss and accuracy at both, from the run's history),
+    and the targets under that choice."""
     scored = [r for r in table if r.get("last_epoch")]
     if not scored:
         return []
     lines = ["", "## The last epoch instead of the lowest validation loss", "",
              "The table scores each run's epoch of lowest validation loss (early stopping's "
-             "'best'). With one-cycle the last epoch is the annealed end of the schedule, and a "
-             "validation cross-entropy that rises while accuracy still improves (over-confidence) "
-             "can make the two differ by many epochs. The same runs, scored at their last epoch on "
-             "the test split; Δ against the table, in points:", "",
-             "| dataset | model | loss | best epoch of | pixel acc | mIoU (Δ) | object acc (Δ) |",
-             "|---|---|---|---|---|---|---|"]
+             "'best'). With one-cycle the last epoch of a run that used all its epochs is the "
+             "annealed end of the schedule, and a validation cross-entropy that rises while "
+             "accuracy still improves (over-confidence) can make the two differ by many epochs. "
+             "The same runs, scored at their last epoch on the test split; Δ against the table, "
+             "in points; validation loss and accuracy at the best → last epoch from the run's "
+             "history:", "",
+             "| dataset | model | loss | best epoch of | val loss | val object acc | pixel acc "
+             "| mIoU (Δ) | object acc (Δ) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in scored:
         last = r["last_epoch"]
+        history = json.loads((runs / r["run_hash"] / "history.json").read_text())
+        best, end = history[r["best_epoch"] - 1], history[-1]
+        acc = (f"{_fmt(best['val_obj_acc'])} → {_fmt(end['val_obj_acc'])}"
+               if "val_obj_acc" in end else "—")
         lines.append(f"| {r['dataset']} | {r['model']} | {r['loss_ratio']} | "
-                     f"{r['best_epoch']} of {r['epochs']} | {_fmt(last['pix_acc'])} | "
+                     f"{r['best_epoch']} of {r['epochs']} | {best['val_total']:.3f} → "
+                     f"{end['val_total']:.3f} | {acc} | {_fmt(last['pix_acc'])} | "
                      f"{_delta(last, r, 'miou')} | {_delta(last, r, 'obj_acc')} |")
     return lines + target_lines([r | r["last_epoch"] for r in scored],
                                 "Targets with the last epoch")
@@ -113,15 +122,18 @@ def header_lines(rows: list[dict], data: Path, command: str, schedule: str) -> l
     commits = sorted({r.get("commit", "?") for r in rows})
     summary = data.parent / "summary.json"
     info = json.loads(summary.read_text()) if summary.is_file() else {}
-    snr = info.get("snr_measured", {})
+    snr, sim = info.get("snr_measured", {}), info.get("config", {})
+    classes = len(set(sim.get("tomogram", {}).get("classes", ())) -
+                  set(sim.get("holdout_classes", ())))
     return [
         "# Reproduction of DSM-Net Tables 1-3 (Liu et al. 2018)", "",
         f"Command: `{command}`  ",
         f"Commits the rows were trained at: {', '.join(f'`{c}`' for c in commits)}  ",
-        f"Data: `{data}` — simulated by `dsmscale simulate` (seed "
-        f"{info.get('config', {}).get('seed', '?')}), {info.get('n_subtomograms', {})} "
-        f"subtomograms, 22 classes, SNR A {snr.get('A', float('nan')):.3f}, "
-        f"B {snr.get('B', float('nan')):.3f}; test split = 10 % stratified.  ",
+        f"Data: `{data}` — simulated by `dsmscale simulate` (seed {sim.get('seed', '?')}), "
+        f"{info.get('n_subtomograms', {})} subtomograms, {classes} classes, "
+        + ", ".join(f"SNR {name} {value:.3f}" for name, value in snr.items())
+        + f"; test split = {sim.get('split_fractions', [0, 0, float('nan')])[2]:.0%} "
+        "stratified.  ",
         f"Schedule (every row): {schedule}, autocast precision "
         f"{'/'.join(sorted({r['precision'] for r in rows}))}. The paper trained up to 100 epochs. "
         "Wall time is per row with its torch threads (a machine of 2 cores may run two 1-thread "
@@ -175,7 +187,10 @@ def share_lines(rows: list[dict], data: Path) -> list[str]:
     from dsmscale.metrics import target_share_bounds
 
     def bounds(pix, miou):
-        lo, hi = target_share_bounds(pix, miou)
+        try:
+            lo, hi = target_share_bounds(pix, miou)
+        except ValueError:  # e.g. perfect pixel accuracy bounds nothing
+            return "—"
         return f"{lo * 100:.2f}–{hi * 100:.2f}"
 
     scored = [r for r in rows if r["loss_ratio"] == "1:10:1" and r.get("miou") is not None
@@ -228,9 +243,7 @@ def _delta(row: dict, base: dict, key: str) -> str:
 
 def _write(path: Path, text: str) -> None:
     """Write whole or not at all: two processes may rebuild the tables at once."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_file_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def per_class_lines(rows: list[dict], data: Path, runs: Path) -> list[str]:
@@ -246,18 +259,28 @@ def per_class_lines(rows: list[dict], data: Path, runs: Path) -> list[str]:
             columns[label] = pd.Series(json.loads(metrics.read_text())["f1_per_class"])
     if not columns:
         return []
-    voxels, _ = test_target_voxels(data / rows[0]["dataset"])
-    size = voxels.groupby(level=0).mean().sort_values()
-    f1 = pd.DataFrame(columns).reindex(size.index)
-    rho = {c: spearmanr(size, f1[c]).statistic for c in f1}
+    sizes, box = {}, 0
+    for ds in dict.fromkeys(label.split()[0] for label in columns):
+        voxels, box = test_target_voxels(data / ds)
+        sizes[ds] = voxels.groupby(level=0).mean()
+    first = next(iter(sizes.values())).sort_values()
+    if all(size.sort_index().equals(first.sort_index()) for size in sizes.values()):
+        sizes = {"": first}  # the datasets share their boxes' masks: one size column
+    size = pd.DataFrame({f"target voxels{' ' + ds if ds else ''}": v for ds, v in sizes.items()}
+                        ).reindex(first.index)
+    f1 = pd.DataFrame(columns).reindex(first.index)
+    rho = {c: spearmanr(sizes.get(c.split()[0], first).reindex(first.index), f1[c]).statistic
+           for c in f1}
+    table = pd.concat([size.round(0).astype(int), f1.round(2)], axis=1)
     lines = ["", "## Where DSM-Net's accuracy goes: per-class F1 against target size", "",
-             "Test split; target size = mean voxels of the class's masks (of 40³ = 64000). "
+             f"Test split; target size = mean voxels of the class's masks (of {box:,} per box). "
              "Spearman ρ of size and F1: " + ", ".join(f"{c} {v:.2f}" for c, v in rho.items()) +
-             ".", "", "| class | target voxels | " + " | ".join(f"F1 {c}" for c in f1) + " |",
-             "|---|---|" + "---|" * len(f1.columns)]
-    for name, row in f1.iterrows():
-        lines.append(f"| {name} | {size[name]:.0f} | " +
-                     " | ".join(f"{v:.2f}" for v in row) + " |")
+             ".", "", "| class | " + " | ".join(
+                 c if c.startswith("target") else f"F1 {c}" for c in table) + " |",
+             "|---|" + "---|" * len(table.columns)]
+    for name, row in table.iterrows():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{v:.0f}" if c.startswith("target") else f"{v:.2f}" for c, v in row.items()) + " |")
     return lines
 
 

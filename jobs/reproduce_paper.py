@@ -25,22 +25,21 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from _bench import git_commit
 from _reproduction_report import write_results
 
 EPOCHS = 24
 MICRO_BATCH = 8
 SCHEDULE = "onecycle"
 PAPER_WEIGHTS = (1.0, 10.0, 1.0)
-SCHEDULE_TEXT = (f"{EPOCHS} epochs one-cycle Adam (max lr 1e-3, betas 0.9/0.99), batch 64 in "
-                 f"micro-batches of {MICRO_BATCH} (accumulated gradients, BatchNorm statistics per "
-                 "micro-batch), early stopping patience 15, channels_last_3d")
+#: The test scores a row records (from `evaluate_checkpoint`).
+SCORES = ("pix_acc", "miou", "obj_acc", "fsc_resolution_nm")
 #: (dataset, model, loss weights cls:seg:rec), in the order they are run.
 ROWS = [
     ("A", "dsmnet", PAPER_WEIGHTS), ("A", "cls", PAPER_WEIGHTS), ("A", "seg", PAPER_WEIGHTS),
@@ -64,6 +63,16 @@ def row_config(data: Path, workdir: Path, dataset: str, model: str, weights, thr
                threads=threads, output="unset") | (changes or {})
     run_hash = TrainConfig(**cfg).run_hash()
     return TrainConfig(**(cfg | {"output": str(workdir / "runs" / run_hash)}))
+
+
+def schedule_text(config) -> str:
+    """How every row is trained, from its `TrainConfig`."""
+    micro = (f" in micro-batches of {config.micro_batch} (accumulated gradients, BatchNorm "
+             "statistics per micro-batch)" if config.micro_batch < config.batch_size else "")
+    return (f"{config.max_epochs} epochs {config.schedule} Adam (max lr {config.lr:g}, betas "
+            f"{'/'.join(f'{b:g}' for b in config.betas)}), batch {config.batch_size}{micro}, "
+            f"early stopping patience {config.patience}"
+            f"{', channels_last_3d' if config.channels_last else ''}")
 
 
 def converged(history: list[dict], heads, n_classes: int) -> bool:
@@ -98,13 +107,14 @@ def run_row(config, variant: str | None = None) -> dict:
     """Train (or resume) and evaluate one row; cached in OUTPUT/result.json."""
     from dsmscale.checkpoints import load_checkpoint
     from dsmscale.evaluate import evaluate_checkpoint
+    from dsmscale.io.atomic import write_file_atomic
     from dsmscale.train import train
 
     out = Path(config.output)
     cached = out / "result.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    commit = _commit()
+    commit = git_commit()
     result = train(config, progress=False)
     metrics = evaluate_checkpoint(out / "best.pt", config.dataset, "test", out / "eval",
                                   threads=config.threads)
@@ -113,8 +123,7 @@ def run_row(config, variant: str | None = None) -> dict:
     row = {
         "dataset": Path(config.dataset).name, "model": config.model,
         "loss_ratio": ":".join(f"{w:g}" for w in config.loss_weights),
-        "pix_acc": metrics.get("pix_acc"), "miou": metrics.get("miou"),
-        "obj_acc": metrics.get("obj_acc"), "fsc_resolution_nm": metrics.get("fsc_resolution_nm"),
+        **{k: metrics.get(k) for k in SCORES},
         "converged": converged(history, ckpt["heads"], ckpt["n_classes"]),
         "epochs": len(history), "best_epoch": int(ckpt["epoch"]) + 1,
         "wall_s": sum(h["epoch_s"] for h in history), "precision": history[-1]["precision"],
@@ -123,17 +132,13 @@ def run_row(config, variant: str | None = None) -> dict:
         "run_hash": config.run_hash(), "n_test": metrics["n"], "commit": commit,
         "variant": variant,
     }
-    cached.write_text(json.dumps(row, indent=2))
+    write_file_atomic(cached, lambda tmp: tmp.write_text(json.dumps(row, indent=2)))
     return row
 
-def _commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-
 def finished_rows(plan: list[tuple], data: Path, workdir: Path) -> list[dict]:
-    """The cached results of the planned rows that have finished, in plan order, each with its
-    last epoch's test scores (rows cached before results recorded their threads take them from
-    the run's history)."""
+    """The cached results of the planned rows that have finished, in plan order, those of the
+    common procedure with their last epoch's test scores (rows cached before results recorded
+    their threads take them from the run's history)."""
     rows = []
     for row in plan:
         config = row_config(data, workdir, *row)
@@ -142,20 +147,21 @@ def finished_rows(plan: list[tuple], data: Path, workdir: Path) -> list[dict]:
             result = json.loads((out / "result.json").read_text())
             if "threads" not in result:
                 result["threads"] = json.loads((out / "history.json").read_text())[-1]["threads"]
-            rows.append(result | {"last_epoch": last_epoch_scores(out, config.dataset)})
+            if not result.get("variant"):  # tabled at their last epoch too
+                result["last_epoch"] = last_epoch_scores(out, config.dataset)
+            rows.append(result)
     return rows
 
 
 def last_epoch_scores(out: Path, dataset: str) -> dict:
-    """Test scores of the weights training ended with (OUTPUT/last.pt: with one-cycle, the
-    annealed end of the schedule) rather than of the epoch of lowest validation loss; evaluated
-    once, cached in OUTPUT/eval_last."""
+    """Test scores of the weights training ended with (OUTPUT/last.pt) rather than of the epoch
+    of lowest validation loss; evaluated once, cached in OUTPUT/eval_last."""
     from dsmscale.evaluate import evaluate_checkpoint
 
     cached = out / "eval_last" / "metrics.json"
     metrics = (json.loads(cached.read_text()) if cached.is_file() else
                evaluate_checkpoint(out / "last.pt", dataset, "test", out / "eval_last", threads=1))
-    return {k: metrics.get(k) for k in ("pix_acc", "miou", "obj_acc", "fsc_resolution_nm")}
+    return {k: metrics.get(k) for k in SCORES}
 
 
 def main() -> None:
@@ -179,6 +185,7 @@ def main() -> None:
     selected = every[len(ROWS):] if args.tried else [
         row for row in every[:args.rows] if not args.only or row[1] == args.only]
     configs = [(row_config(args.data, args.workdir, *row), _variant(row[4])) for row in selected]
+    schedule = schedule_text(row_config(args.data, args.workdir, *every[0]))
     if args.ray and not args.tables_only:
         import ray
 
@@ -201,10 +208,10 @@ def main() -> None:
                   f"obj_acc {row['obj_acc']} miou {row['miou']} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
             write_results(finished_rows(every, args.data, args.workdir), args.data,
-                          args.workdir / "runs", command, args.results, len(ROWS), SCHEDULE_TEXT)
+                          args.workdir / "runs", command, args.results, len(ROWS), schedule)
     rows = finished_rows(every, args.data, args.workdir)
     write_results(rows, args.data, args.workdir / "runs", command, args.results, len(ROWS),
-                  SCHEDULE_TEXT)
+                  schedule)
     print(json.dumps(rows[-1] if rows else {}))
 
 

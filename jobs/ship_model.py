@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from _bench import git_commit
 
 from dsmscale.checkpoints import load_checkpoint, model_grid
 from dsmscale.evaluate import evaluate_checkpoint
@@ -57,8 +57,7 @@ def main() -> None:
         m = evaluate_checkpoint(target, dataset, "test", args.run / f"eval_{dataset.name}")
         metrics[dataset.name] = {k: m.get(k) for k in ("n", "obj_acc", "pix_acc", "miou",
                                                        "fsc_resolution_nm")}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     cfg = ckpt["config"]
     summary_file = args.data.parent / "summary.json"
     data_info = json.loads(summary_file.read_text()) if summary_file.is_file() else {}

@@ -38,6 +38,8 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
         (tmp_path / "runs" / run / "eval").mkdir(parents=True)
         (tmp_path / "runs" / run / "eval" / "metrics.json").write_text(
             json.dumps({"f1_per_class": {c: f1 + 0.05 * i for i, c in enumerate(classes)}}))
+    (tmp_path / "runs" / "net" / "history.json").write_text(json.dumps(
+        [{"val_total": 1.2, "val_obj_acc": 0.5}, {"val_total": 1.4, "val_obj_acc": 0.6}]))
     results = tmp_path / "results"
     report.write_results(rows, tiny_dataset.parent, tmp_path / "runs", "cmd", results,
                          planned=16, schedule="a schedule")
@@ -47,7 +49,8 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     assert "- A: DSM-Net mIoU above the Seg subnet's: 86.00 vs 87.00 — missed by 1.00 points" in md
     assert "- B: DSM-Net object accuracy ≥ 54 %: pending (row not run yet)" in md
     assert "13 of 16 rows have not run yet" in md
-    assert "| A | dsmnet | 1:10:1 | 1 of 2 | 99.80 | 88.00 (+2.00) | 95.00 (+5.00) |" in md
+    assert ("| A | dsmnet | 1:10:1 | 1 of 2 | 1.200 → 1.400 | 50.00 → 60.00 | 99.80 | "
+            "88.00 (+2.00) | 95.00 (+5.00) |") in md
     assert "## Targets with the last epoch" in md
     assert "- A: DSM-Net object accuracy ≥ 94 %: 95.00 vs 94.00 — met" in md
     assert "| A | dsmnet | 1:10:1 | augment=True | 99.70 | 85.00 (-1.00) | 93.00 (+3.00) |" in md
@@ -55,7 +58,7 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     test = np.sort(table.loc[table["split"] == "test", "index"].to_numpy())
     share = zarr.open_array(str(tiny_dataset / "mask.zarr"))[:][test].mean()
     assert f"| A | dsmnet | {share * 100:.2f} |" in md
-    assert "| class | target voxels | F1 A | F1 A augment=True |" in md
+    assert "| class | target voxels | F1 A | F1 A augment=True |" in md  # one dataset: one size
     sizes = [float(line.split("|")[2]) for line in md.splitlines()
              if line.startswith("| ") and line.split("|")[1].strip() in set(classes)]
     tested = table.loc[table["split"] == "test", "class_name"].nunique()

@@ -165,5 +165,9 @@ def test_target_share_bounds_are_the_target_intersection_and_union():
     assert lo == pytest.approx(np.mean(pred & truth), rel=1e-6)
     assert hi == pytest.approx(np.mean(pred | truth), rel=1e-6)
     assert lo < truth.mean() < hi
+    nothing = np.zeros_like(truth)  # all background predicted: intersection 0, union = truth
+    scores = segmentation_scores(segmentation_counts(nothing, truth))
+    assert target_share_bounds(scores["pix_acc"], scores["miou"]) == pytest.approx(
+        (0.0, truth.mean()), abs=1e-9)
     with pytest.raises(ValueError, match="not reachable"):
         target_share_bounds(0.99, 0.2)
