@@ -151,9 +151,17 @@ def main_table_lines(table: list[dict]) -> list[str]:
             f"| {r['dataset']} | {r['model']} | {r['loss_ratio']} | {_fmt(r['pix_acc'])} / "
             f"{_fmt(paper[0], 1)} | {_fmt(r['miou'])} / {_fmt(paper[1], 1)} | "
             f"{_fmt(r['obj_acc'])} / {_fmt(paper[2], 1)} | "
-            f"{_fmt(r.get('fsc_resolution_nm'), 1)} | {'yes' if r['converged'] else 'no'} | "
+            f"{_fmt(r.get('fsc_resolution_nm'), 1)} | {_converged(r)} | "
             f"{r['epochs']} | {r['threads']} | {r['wall_s'] / 60:.0f} |")
     return lines
+
+
+def _converged(row: dict) -> str:
+    """'yes', or 'no' with the evidence: the training loss at the first and last epoch."""
+    if row["converged"]:
+        return "yes"
+    first, last = row["train_loss_first_last"]
+    return f"no (train loss {first:.3g} → {last:.3g})"
 
 
 def _paper(row: dict) -> tuple:
