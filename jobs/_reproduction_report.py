@@ -259,36 +259,34 @@ def per_class_lines(rows: list[dict], data: Path, runs: Path) -> list[str]:
     target size in the test masks, smallest first, with the rank correlation of the two."""
     from scipy.stats import spearmanr
 
-    columns = {}
+    f1, dataset_of = {}, {}
     for r in rows:
         metrics = runs / r["run_hash"] / "eval" / "metrics.json"
         if r["model"] == "dsmnet" and r["loss_ratio"] == "1:10:1" and metrics.is_file():
-            label = f"{r['dataset']}{' ' + r['variant'] if r.get('variant') else ''}"
-            columns[label] = pd.Series(json.loads(metrics.read_text())["f1_per_class"])
-    if not columns:
+            label = f"F1 {r['dataset']}{' ' + r['variant'] if r.get('variant') else ''}"
+            f1[label] = pd.Series(json.loads(metrics.read_text())["f1_per_class"])
+            dataset_of[label] = r["dataset"]
+    if not f1:
         return []
-    sizes, box = {}, 0
-    for ds in dict.fromkeys(label.split()[0] for label in columns):
-        voxels, box = test_target_voxels(data / ds)
-        sizes[ds] = voxels.groupby(level=0).mean()
-    first = next(iter(sizes.values())).sort_values()
-    if all(size.sort_index().equals(first.sort_index()) for size in sizes.values()):
-        sizes = {"": first}  # the datasets share their boxes' masks: one size column
-    size = pd.DataFrame({f"target voxels{' ' + ds if ds else ''}": v for ds, v in sizes.items()}
-                        ).reindex(first.index)
-    f1 = pd.DataFrame(columns).reindex(first.index)
-    rho = {c: spearmanr(sizes.get(c.split()[0], first).reindex(first.index), f1[c]).statistic
-           for c in f1}
-    table = pd.concat([size.round(0).astype(int), f1.round(2)], axis=1)
+    sizes = pd.DataFrame({ds: test_target_voxels(data / ds)[0].groupby(level=0).mean()
+                          for ds in dict.fromkeys(dataset_of.values())})
+    sizes = sizes.sort_values(sizes.columns[0])
+    f1 = pd.DataFrame(f1).reindex(sizes.index)
+    rho = {c: spearmanr(sizes[dataset_of[c]], f1[c]).statistic for c in f1}
+    if sizes.nunique(axis=1).eq(1).all():  # the datasets share their masks: one size column
+        sizes = sizes.iloc[:, :1].set_axis(["target voxels"], axis=1)
+    else:
+        sizes = sizes.add_prefix("target voxels ")
+    box = test_target_voxels(data / next(iter(dataset_of.values())))[1]  # cached above
     lines = ["", "## Where DSM-Net's accuracy goes: per-class F1 against target size", "",
              f"Test split; target size = mean voxels of the class's masks (of {box:,} per box). "
-             "Spearman ρ of size and F1: " + ", ".join(f"{c} {v:.2f}" for c, v in rho.items()) +
-             ".", "", "| class | " + " | ".join(
-                 c if c.startswith("target") else f"F1 {c}" for c in table) + " |",
-             "|---|" + "---|" * len(table.columns)]
-    for name, row in table.iterrows():
+             "Spearman ρ of size and F1: " + ", ".join(
+                 f"{c.removeprefix('F1 ')} {v:.2f}" for c, v in rho.items()) + ".", "",
+             "| class | " + " | ".join([*sizes, *f1]) + " |",
+             "|---|" + "---|" * (len(sizes.columns) + len(f1.columns))]
+    for name in sizes.index:
         lines.append(f"| {name} | " + " | ".join(
-            f"{v:.0f}" if c.startswith("target") else f"{v:.2f}" for c, v in row.items()) + " |")
+            [f"{v:.0f}" for v in sizes.loc[name]] + [f"{v:.2f}" for v in f1.loc[name]]) + " |")
     return lines
 
 
