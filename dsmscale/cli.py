@@ -88,6 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {"output": str(args.output) if args.output else None, "dataset": args.dataset,
                  "model": args.model, "max_epochs": args.max_epochs, "threads": args.threads,
                  "micro_batch": args.micro_batch, "augment": args.augment or None,
+                 "monitor": args.monitor,
                  "teacher": getattr(args, "teacher", None),
                  "distill_loss": getattr(args, "loss", None),
                  "hard_weight": getattr(args, "hard_weight", None)}
@@ -306,6 +307,10 @@ def _training_arguments(p: argparse.ArgumentParser, models: str) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--augment", action="store_true", help="random 180° rotations about z, y "
                    "and x (they keep the missing wedge in place); off in the paper's procedure")
+    p.add_argument("--monitor", choices=["val_loss", "val_score"],
+                   help="what early stopping and best.pt follow: the validation loss (default, "
+                   "the paper's) or the mean of validation object accuracy and mIoU (with "
+                   "several heads at low SNR the loss can rise while both still improve)")
     p.add_argument("--micro-batch", type=int, help="boxes per forward/backward pass (default 8, "
                    "fastest on CPUs; BatchNorm uses each micro-batch's statistics); set it to "
                    "the batch size (64) for plain BatchNorm, e.g. on a GPU")

@@ -11,6 +11,10 @@ boxes in micro-batches of the same size. bf16
 autocast where the hardware has it (CPU with AMX/AVX-512-bf16, CUDA) and channels_last_3d
 tensors; threads set explicitly.
 
+``monitor`` picks what early stopping and ``best.pt`` follow: the validation loss (the paper's
+procedure) or the validation score, the mean of object accuracy and mIoU over the model's heads.
+With several heads at low SNR the loss can rise while both scores still improve (dataset B).
+
 Checkpoints (``last.pt`` every epoch, ``best.pt`` at each new best) hold the state dict, the
 config, the class list and the input normalisation, plus optimiser state for resuming; they are
 plain tensors and containers, loadable with ``torch.load(weights_only=True)``.
@@ -69,7 +73,12 @@ class TrainConfig(JobConfig):
         "its micro-batches and BatchNorm uses per-micro-batch statistics. 8 is fastest on CPUs; "
         "set it to batch_size for plain BatchNorm (e.g. on a GPU)")
     max_epochs: int = Field(100, ge=1)
-    patience: int = Field(15, ge=1, description="epochs without a better val loss before stop")
+    patience: int = Field(15, ge=1, description="epochs without a better monitored value "
+                          "before stop")
+    monitor: Literal["val_loss", "val_score"] = Field(
+        "val_loss", description="what early stopping and best.pt follow: the validation loss "
+        "(the paper's) or the validation score, the mean of object accuracy and mIoU over the "
+        "model's heads")
     schedule: Literal["constant", "onecycle"] = "constant"
     precision: Precision = "auto"
     channels_last: bool = True
@@ -97,6 +106,8 @@ class TrainConfig(JobConfig):
             exclude.add("micro_batch")
         if not self.augment:
             exclude.add("augment")
+        if self.monitor == "val_loss":  # runs made before the option existed stay valid
+            exclude.add("monitor")
         if self.teacher is None:  # hashes of runs made before distillation existed stay valid
             exclude |= {"teacher", "distill_loss", "temperature", "hard_weight"}
         if self.schedule == "constant":
@@ -250,6 +261,15 @@ def validate(step: TrainStep, data: SplitData, batch_size: int) -> dict[str, flo
     return metrics
 
 
+def monitored_value(entry: dict[str, float], monitor: str) -> float:
+    """The value of one history entry that ``monitor`` follows, as lower-is-better: the
+    validation loss, or minus the mean of the validation object accuracy and mIoU."""
+    if monitor == "val_loss":
+        return entry["val_total"]
+    scores = [entry[k] for k in ("val_obj_acc", "val_miou") if k in entry]
+    return -sum(scores) / len(scores)
+
+
 def _checkpoint(step: TrainStep, config: TrainConfig, classes: list[str], grid: dict, epoch: int,
                 history: list[dict], best: float, scheduler, teacher_run: str | None) -> dict:
     """Everything to resume the run, and to use its model: classes, input ``box`` (voxels) and
@@ -321,7 +341,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
         history, best, start_epoch = ckpt["history"], ckpt["best_val"], ckpt["epoch"] + 1
-        stale = start_epoch - 1 - min(range(len(history)), key=lambda i: history[i]["val_total"])
+        stale = start_epoch - 1 - min(range(len(history)),
+                                      key=lambda i: monitored_value(history[i], config.monitor))
         rng = np.random.default_rng([config.seed, start_epoch])
     (out / "config.yaml").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     for epoch in range(start_epoch, config.max_epochs):
@@ -350,8 +371,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                  **validate(step, val_data, 2 * passes),
                  "epoch_s": time.perf_counter() - t0, "precision": precision, "threads": threads}
         history.append(entry)
-        improved = entry["val_total"] < best
-        best, stale = (entry["val_total"], 0) if improved else (best, stale + 1)
+        value = monitored_value(entry, config.monitor)
+        improved = value < best
+        best, stale = (value, 0) if improved else (best, stale + 1)
         ckpt = _checkpoint(step, config, classes, grid, epoch, history, best, scheduler,
                            teacher_run)
         if improved:

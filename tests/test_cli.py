@@ -80,10 +80,10 @@ def test_train_distill_and_evaluate_commands_pass_their_flags(tmp_path, tiny_dat
     small.write_text("limit_train: 16\nlimit_val: 8\nbatch_size: 8\nmax_epochs: 1\n")
     assert main(["train", "--config", str(small), "--dataset", str(tiny_dataset), "-o",
                  str(tmp_path / "run"), "--model", "cls_seg", "--augment", "--micro-batch", "4",
-                 "--threads", "2"]) == 0
+                 "--threads", "2", "--monitor", "val_score"]) == 0
     trained = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")
     assert (trained.model, trained.augment, trained.micro_batch, trained.threads,
-            trained.limit_train) == ("cls_seg", True, 4, 2, 16)
+            trained.limit_train, trained.monitor) == ("cls_seg", True, 4, 2, 16, "val_score")
     assert main(["distill", "--config", str(small), "--dataset", str(tiny_dataset), "-o",
                  str(tmp_path / "student"), "--teacher", str(tiny_checkpoint), "--loss", "kl",
                  "--hard-weight", "0.25", "--threads", "2"]) == 0

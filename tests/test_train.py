@@ -53,6 +53,17 @@ def test_broken_checkpoints(tiny_dataset, tmp_path):
         model_from_checkpoint(other, good)
 
 
+def test_monitor_val_score_picks_the_best_checkpoint_by_accuracy_and_miou(tiny_dataset, tmp_path):
+    run = tmp_path / "score"
+    train(_config(tiny_dataset, run, max_epochs=2, monitor="val_score"), progress=False)
+    history = train(_config(tiny_dataset, run, max_epochs=4, monitor="val_score"),
+                    progress=False)["history"]  # resumed: the best so far is read back
+    scores = [(h["val_obj_acc"] + h["val_miou"]) / 2 for h in history]
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == scores.index(max(scores)) and best["best_val"] == -max(scores)
+    assert best["history"] == history[:best["epoch"] + 1]
+
+
 @pytest.mark.parametrize("augment", [False, True])
 def test_training_learns(tiny_dataset, tmp_path, augment):
     result = train(_config(tiny_dataset, tmp_path / "fit", limit_train=16, batch_size=8,
@@ -118,13 +129,15 @@ def test_micro_batches_accumulate_the_whole_batch_gradient():
     assert any(not torch.allclose(p, q) for p, q in zip(moved, whole, strict=True))  # can fail
 
 
-def test_run_identity_holds_micro_batch_and_augment_only_when_they_act(tmp_path):
+def test_run_identity_holds_micro_batch_augment_and_monitor_only_when_they_act(tmp_path):
     base = dict(dataset="d", output="o", batch_size=16)
     plain = TrainConfig(**base, micro_batch=16).run_hash()
     assert TrainConfig(**base, micro_batch=32).run_hash() == plain
     assert TrainConfig(**base, micro_batch=8).run_hash() != plain
     assert TrainConfig(**base, micro_batch=16, augment=False).run_hash() == plain
     assert TrainConfig(**base, micro_batch=16, augment=True).run_hash() != plain
+    assert TrainConfig(**base, micro_batch=16, monitor="val_loss").run_hash() == plain
+    assert TrainConfig(**base, micro_batch=16, monitor="val_score").run_hash() != plain
 
 
 def _wedge_power(volume: np.ndarray) -> float:
