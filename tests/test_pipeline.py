@@ -15,7 +15,7 @@ from dsmscale.extract import box_starts, extract_subtomograms
 from dsmscale.infer.backend import InferenceModel
 from dsmscale.infer.config import RunConfig
 from dsmscale.infer.pipeline import run_job
-from dsmscale.infer.sinks import read_results
+from dsmscale.infer.sinks import _paste_unit, read_results
 from dsmscale.io.particles import ParticleTable, make_particles, read_star, write_csv
 
 
@@ -104,6 +104,28 @@ def _check_maps(out: Path, results: pd.DataFrame, seg: np.ndarray, rec: np.ndarr
     np.testing.assert_array_equal(labels > 0, cover > 0)
     np.testing.assert_array_equal(labels[cover == 1], owner[cover == 1])
     np.testing.assert_allclose(density, peak, rtol=1e-6)
+
+
+def test_pasted_label_map_holds_each_particle_class_plus_one_inside_its_mask():
+    """Unit test of the paste (the job's tiny model puts every masked particle in class 0, so
+    the job test cannot tell a class from a constant): three particles of different classes,
+    one crossing the volume's edge, pasted into a 50×60×60 map."""
+    shape = np.array([50, 60, 60])
+    maps = {"labels": np.zeros(shape, np.uint16), "density": np.zeros(shape, np.float32)}
+    rows = pd.DataFrame({"z": [20, 25, 45], "y": [20, 45, 30], "x": [20, 30, 57],
+                         "row": [0, 1, 2], "class_index": [3, 0, 7]})
+    zz, yy, xx = np.ogrid[:40, :40, :40]
+    ball = (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 6 ** 2
+    seg = np.stack([ball] * 3).astype(np.uint8)
+    rec = np.random.default_rng(0).random((3, 40, 40, 40), np.float32)
+    _paste_unit(rows, seg, rec, maps, 40, shape)
+    labels = maps["labels"]
+    for row, (z, y, x, cls) in enumerate(rows[["z", "y", "x", "class_index"]].to_numpy()):
+        assert labels[z, y, x] == cls + 1
+        assert labels[z - 6, y, x] == cls + 1 and labels[z - 7, y, x] == 0  # the ball's edge
+        assert maps["density"][z, y, x] == rec[row, 20, 20, 20]  # no other box covers a centre
+    # the third box starts at (25, 10, 37): its z < 25 and x < 23 lie inside the volume
+    assert (labels > 0).sum() == 2 * ball.sum() + ball[:25, :, :23].sum()
 
 
 def test_rerun_skips_finished_units_and_redoes_lost_ones(job):
