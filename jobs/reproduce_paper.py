@@ -45,9 +45,9 @@ ROWS = [
     ("A", "dsmnet", PAPER_WEIGHTS), ("A", "cls", PAPER_WEIGHTS), ("A", "seg", PAPER_WEIGHTS),
     ("B", "cls", PAPER_WEIGHTS), ("B", "dsmnet", PAPER_WEIGHTS), ("B", "seg", PAPER_WEIGHTS),
     ("A", "cls_seg", PAPER_WEIGHTS), ("A", "cls_rec", PAPER_WEIGHTS), ("A", "ssn3d_ed", PAPER_WEIGHTS),
-    ("B", "ssn3d_ed", PAPER_WEIGHTS), ("A", "dsrf3d_v2", PAPER_WEIGHTS), ("B", "dsrf3d_v2", PAPER_WEIGHTS),
-    ("B", "cls_seg", PAPER_WEIGHTS), ("B", "cls_rec", PAPER_WEIGHTS),
+    ("B", "ssn3d_ed", PAPER_WEIGHTS), ("B", "cls_seg", PAPER_WEIGHTS), ("B", "cls_rec", PAPER_WEIGHTS),
     ("A", "dsmnet", (1.0, 1.0, 1.0)), ("A", "dsmnet", (1.0, 100.0, 1.0)),
+    ("A", "dsrf3d_v2", PAPER_WEIGHTS), ("B", "dsrf3d_v2", PAPER_WEIGHTS),
 ]
 #: Beyond the paper's procedure: (dataset, model, loss weights, TrainConfig changes).
 TRIED = [
