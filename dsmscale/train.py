@@ -261,6 +261,11 @@ def validate(step: TrainStep, data: SplitData, batch_size: int) -> dict[str, flo
     return metrics
 
 
+#: What each ``monitor`` follows, in words (model cards).
+MONITOR_TEXT = {"val_loss": "lowest validation loss",
+                "val_score": "highest mean of validation object accuracy and mIoU"}
+
+
 def monitored_value(entry: dict[str, float], monitor: str) -> float:
     """The value of one history entry that ``monitor`` follows, as lower-is-better: the
     validation loss, or minus the mean of the validation object accuracy and mIoU."""
@@ -268,6 +273,12 @@ def monitored_value(entry: dict[str, float], monitor: str) -> float:
         return entry["val_total"]
     scores = [entry[k] for k in ("val_obj_acc", "val_miou") if k in entry]
     return -sum(scores) / len(scores)
+
+
+def epochs_since_best(history: list[dict[str, float]], monitor: str) -> int:
+    """Epochs after the first best one (by ``monitor``): what early stopping counts."""
+    values = [monitored_value(entry, monitor) for entry in history]
+    return len(values) - 1 - values.index(min(values))
 
 
 def _checkpoint(step: TrainStep, config: TrainConfig, classes: list[str], grid: dict, epoch: int,
@@ -341,8 +352,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
         history, best, start_epoch = ckpt["history"], ckpt["best_val"], ckpt["epoch"] + 1
-        stale = start_epoch - 1 - min(range(len(history)),
-                                      key=lambda i: monitored_value(history[i], config.monitor))
+        stale = epochs_since_best(history, config.monitor)
         rng = np.random.default_rng([config.seed, start_epoch])
     (out / "config.yaml").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     for epoch in range(start_epoch, config.max_epochs):

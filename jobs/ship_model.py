@@ -19,6 +19,7 @@ from _bench import git_commit
 
 from dsmscale.checkpoints import load_checkpoint, model_grid
 from dsmscale.evaluate import evaluate_checkpoint
+from dsmscale.train import MONITOR_TEXT
 from dsmscale.weights import SHIPPED, WEIGHTS
 
 KEEP = ("format", "model", "heads", "n_classes", "classes", "state_dict", "normalisation",
@@ -79,8 +80,8 @@ slim['state_dict'].values()):,} parameters and buffers, {target.stat().st_size /
 - **Config:** model {cfg['model']}, loss cls:seg:rec {cfg['loss_weights']}, Adam lr {cfg['lr']}
   betas {cfg['betas']}, batch {cfg['batch_size']}{_micro(cfg)}{_augment(cfg)},
   {cfg['max_epochs']} epochs {cfg['schedule']},
-  seed {cfg['seed']}; best epoch (lowest validation loss) {ckpt['epoch'] + 1} of
-  {cfg['max_epochs']}.
+  seed {cfg['seed']}; best epoch ({MONITOR_TEXT[cfg.get('monitor', 'val_loss')]})
+  {ckpt['epoch'] + 1} of {cfg['max_epochs']}.
 {distilled}- **Command:** `{' '.join(['python', *sys.argv])}` at commit `{commit}`; run hash
   `{ckpt['run_hash']}`.
 
@@ -109,7 +110,7 @@ def _training_data(cfg: dict, data_info: dict) -> str:
             f"{tomo['tilt_step_deg']:g}°, CTF {tomo['voltage_kv']:g} kV Cs {tomo['cs_mm']:g} mm "
             f"{tomo['defocus_um']:g} ± {tomo['defocus_jitter_um']:g} µm underfocus, MTF, WBP) at "
             f"**SNR {data_info['snr_measured'][name]:.3f} only (dataset {name})**; train split "
-            f"{sim['split_fractions'][0]:.0%}, best epoch by validation loss.")
+            f"{sim['split_fractions'][0]:.0%}.")
 
 
 def _distillation(cfg: dict, teacher_run: str | None) -> str:

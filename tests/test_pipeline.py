@@ -108,24 +108,28 @@ def _check_maps(out: Path, results: pd.DataFrame, seg: np.ndarray, rec: np.ndarr
 
 def test_pasted_label_map_holds_each_particle_class_plus_one_inside_its_mask():
     """Unit test of the paste (the job's tiny model puts every masked particle in class 0, so
-    the job test cannot tell a class from a constant): three particles of different classes,
-    one crossing the volume's edge, pasted into a 50×60×60 map."""
-    shape = np.array([50, 60, 60])
+    the job test cannot tell a class from a constant): three particles of different classes
+    and mask sizes, stored at rows 4-6 of the unit's arrays, pasted into a 53×60×60 map from
+    slab z = 3; the third mask is cut by the volume's far z and x faces."""
+    shape = np.array([53, 60, 60])
     maps = {"labels": np.zeros(shape, np.uint16), "density": np.zeros(shape, np.float32)}
-    rows = pd.DataFrame({"z": [20, 25, 45], "y": [20, 45, 30], "x": [20, 30, 57],
-                         "row": [0, 1, 2], "class_index": [3, 0, 7]})
+    rows = pd.DataFrame({"z": [23, 28, 48], "y": [20, 45, 30], "x": [20, 30, 57],
+                         "row": [4, 5, 6], "class_index": [3, 0, 7]})
     zz, yy, xx = np.ogrid[:40, :40, :40]
-    ball = (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 6 ** 2
-    seg = np.stack([ball] * 3).astype(np.uint8)
-    rec = np.random.default_rng(0).random((3, 40, 40, 40), np.float32)
+    balls = {r: (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= r**2 for r in (4, 5, 6)}
+    radii = [5, 4, 6]
+    seg = np.ones((7, 40, 40, 40), np.uint8)  # rows 0-3 belong to other units: all mask
+    seg[4:] = np.stack([balls[r] for r in radii])
+    rec = np.random.default_rng(0).random((7, 40, 40, 40), np.float32)
     _paste_unit(rows, seg, rec, maps, 40, shape)
     labels = maps["labels"]
-    for row, (z, y, x, cls) in enumerate(rows[["z", "y", "x", "class_index"]].to_numpy()):
+    for i, (z, y, x, cls) in enumerate(rows[["z", "y", "x", "class_index"]].to_numpy()):
         assert labels[z, y, x] == cls + 1
-        assert labels[z - 6, y, x] == cls + 1 and labels[z - 7, y, x] == 0  # the ball's edge
-        assert maps["density"][z, y, x] == rec[row, 20, 20, 20]  # no other box covers a centre
-    # the third box starts at (25, 10, 37): its z < 25 and x < 23 lie inside the volume
-    assert (labels > 0).sum() == 2 * ball.sum() + ball[:25, :, :23].sum()
+        r = radii[i]
+        assert labels[z - r, y, x] == cls + 1 and labels[z - r - 1, y, x] == 0  # mask's edge
+        assert maps["density"][z, y, x] == rec[4 + i, 20, 20, 20]  # no other box covers it
+    # the third box starts at (28, 10, 37): its z < 25 and x < 23 lie inside the volume
+    assert (labels > 0).sum() == balls[5].sum() + balls[4].sum() + balls[6][:25, :, :23].sum()
 
 
 def test_rerun_skips_finished_units_and_redoes_lost_ones(job):

@@ -17,7 +17,7 @@ from dsmscale.metrics import (
     target_share_bounds,
 )
 from dsmscale.models import DSMNet
-from dsmscale.train import TrainConfig, TrainStep, train
+from dsmscale.train import TrainConfig, TrainStep, epochs_since_best, monitored_value, train
 
 
 def _config(dataset, out, **kw):
@@ -51,6 +51,16 @@ def test_broken_checkpoints(tiny_dataset, tmp_path):
     other["model"] = "dsmnet"  # a Cls-subnet state dict presented as the full DSM-Net
     with pytest.raises(InputError, match="do not fit model 'dsmnet'"):
         model_from_checkpoint(other, good)
+
+
+def test_epochs_since_best_follow_the_monitor():
+    history = [{"val_total": 1.0, "val_obj_acc": 0.5, "val_miou": 0.7},
+               {"val_total": 0.9, "val_obj_acc": 0.4, "val_miou": 0.6},  # lowest loss
+               {"val_total": 1.1, "val_obj_acc": 0.6, "val_miou": 0.8},  # highest score
+               {"val_total": 1.2, "val_obj_acc": 0.6, "val_miou": 0.8}]  # a tie is no better
+    assert epochs_since_best(history, "val_loss") == 2
+    assert epochs_since_best(history, "val_score") == 1
+    assert monitored_value({"val_total": 2.0, "val_obj_acc": 0.25}, "val_score") == -0.25
 
 
 def test_monitor_val_score_picks_the_best_checkpoint_by_accuracy_and_miou(tiny_dataset, tmp_path):
