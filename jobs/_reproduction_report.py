@@ -74,6 +74,7 @@ def write_results(rows: list[dict], data: Path, runs: Path, command: str, result
     table = [r for r in rows if not r.get("variant")]
     lines = header_lines(rows, data, command, schedule) + main_table_lines(table)
     lines += target_lines(table)
+    lines += loss_ratio_lines(table)
     if len(table) < planned:
         lines += ["", f"{planned - len(table)} of {planned} rows have not run yet; rerun the "
                       "command to continue (finished rows are cached)."]
@@ -84,6 +85,33 @@ def write_results(rows: list[dict], data: Path, runs: Path, command: str, result
     if comparison_figure(table, results / "reproduction.png"):
         lines += ["", "![ours against the paper's](reproduction.png)"]
     _write(results / "reproduction.md", "\n".join(lines) + "\n")
+
+
+def loss_ratio_lines(table: list[dict]) -> list[str]:
+    """DSM-Net at each loss ratio cls:seg:rec side by side (the paper's Table 3), per dataset with
+    more than one ratio, the segmentation weight rising, and which ratio scored best in each."""
+    ratios = {}
+    for r in table:
+        if r["model"] == "dsmnet":
+            ratios.setdefault(r["dataset"], []).append(r)
+    ratios = {ds: sorted(rs, key=lambda r: float(r["loss_ratio"].split(":")[1]))
+              for ds, rs in ratios.items() if len(rs) > 1}
+    if not ratios:
+        return []
+    lines = ["", "## Loss ratio (DSM-Net)", "",
+             "The same DSM-Net trained with the loss weights cls:seg:rec below; test split.", "",
+             "| dataset | loss cls:seg:rec | pixel acc | mIoU | object acc | FSC 0.5 (nm) |",
+             "|---|---|---|---|---|---|"]
+    for ds, rs in ratios.items():
+        lines += [f"| {ds} | {r['loss_ratio']} | {_fmt(r['pix_acc'])} | {_fmt(r['miou'])} | "
+                  f"{_fmt(r['obj_acc'])} | {_fmt(r.get('fsc_resolution_nm'), 1)} |" for r in rs]
+    lines.append("")
+    for ds, rs in ratios.items():
+        best = {name: max(rs, key=lambda r: r[key])["loss_ratio"]
+                for key, name in (("miou", "mIoU"), ("obj_acc", "object accuracy"))}
+        lines.append(f"- {ds}: best mIoU at {best['mIoU']}, best object accuracy at "
+                     f"{best['object accuracy']}.")
+    return lines
 
 
 def last_epoch_lines(table: list[dict], runs: Path) -> list[str]:

@@ -19,8 +19,9 @@ def _report_module():
     return module
 
 
-def _row(model, obj_acc=None, miou=None, pix_acc=None, variant=None, run_hash="r0"):
-    return {"dataset": "A", "model": model, "loss_ratio": "1:10:1", "pix_acc": pix_acc,
+def _row(model, obj_acc=None, miou=None, pix_acc=None, variant=None, run_hash="r0",
+         loss_ratio="1:10:1"):
+    return {"dataset": "A", "model": model, "loss_ratio": loss_ratio, "pix_acc": pix_acc,
             "miou": miou, "obj_acc": obj_acc, "fsc_resolution_nm": None, "converged": True,
             "train_loss_first_last": [3.0, 1.0],
             "epochs": 2, "best_epoch": 1, "wall_s": 60.0, "precision": "bf16", "threads": 1, "commit": "abc",
@@ -33,6 +34,8 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     rows = [_row("dsmnet", 0.90, 0.86, 0.997, run_hash="net") | {"last_epoch": last},
             _row("cls", 0.80) | {"converged": False, "train_loss_first_last": [3.09, 3.01]},
             _row("seg", miou=0.87, pix_acc=0.997),
+            _row("dsmnet", 0.91, 0.80, 0.996, loss_ratio="1:1:1"),
+            _row("dsmnet", 0.70, 0.84, 0.997, loss_ratio="1:100:1"),
             _row("dsmnet", 0.93, 0.85, 0.997, variant="augment=True", run_hash="aug")]
     classes = pd.read_parquet(tiny_dataset / "particles.parquet")["class_name"].unique()
     for run, f1 in (("net", 0.5), ("aug", 0.7)):
@@ -49,7 +52,10 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     assert "- A: DSM-Net accuracy above the Cls subnet's: 90.00 vs 80.00 — met" in md
     assert "- A: DSM-Net mIoU above the Seg subnet's: 86.00 vs 87.00 — missed by 1.00 points" in md
     assert "- B: DSM-Net object accuracy ≥ 54 %: pending (row not run yet)" in md
-    assert "13 of 16 rows have not run yet" in md
+    assert "11 of 16 rows have not run yet" in md
+    ratio_rows = [line for line in md.splitlines() if line.startswith("| A | 1:")]
+    assert [line.split(" | ")[1] for line in ratio_rows] == ["1:1:1", "1:10:1", "1:100:1"]
+    assert "- A: best mIoU at 1:10:1, best object accuracy at 1:1:1." in md
     assert "| no (train loss 3.09 → 3.01) |" in md
     assert ("| A | dsmnet | 1:10:1 | 1 of 2 | 1.200 → 1.400 | 50.00 → 60.00 | 99.80 | "
             "88.00 (+2.00) | 95.00 (+5.00) |") in md
