@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train DSM-Net, an ablation or a baseline", epilog=EPILOG,
                        description="Train on a dataset folder (from dsmscale simulate). Paper "
-                                   "defaults: Adam 1e-3, batch 64 (run in micro-batches of 8), "
+                                   "defaults: Adam 1e-3, batch 64 (run in micro-batches of 8 on a CPU), "
                                    "<=100 epochs, early stop 15, "
                                    "loss cls:seg:rec = 1:10:1; bf16 + channels_last_3d where "
                                    "supported. Re-running resumes from OUTPUT/last.pt.")
@@ -311,9 +311,9 @@ def _training_arguments(p: argparse.ArgumentParser, models: str) -> None:
                    help="what early stopping and best.pt follow: the validation loss (default, "
                    "the paper's) or the mean of validation object accuracy and mIoU (with "
                    "several heads at low SNR the loss can rise while both still improve)")
-    p.add_argument("--micro-batch", type=int, help="boxes per forward/backward pass (default 8, "
-                   "fastest on CPUs; BatchNorm uses each micro-batch's statistics); set it to "
-                   "the batch size (64) for plain BatchNorm, e.g. on a GPU")
+    p.add_argument("--micro-batch", type=int, help="boxes per forward/backward pass (default: "
+                   "8 on a CPU, fastest there, with BatchNorm over each micro-batch; the whole "
+                   "batch of 64 on a GPU, plain BatchNorm)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,3 +30,13 @@ def resolve_precision(precision: Precision, device: torch.device) -> str:
     except OSError:
         pass
     return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
+
+
+#: Boxes per forward/backward pass on a CPU: the fastest of 4/8/16/32/64 in `jobs/bench_train.py`.
+CPU_MICRO_BATCH = 8
+
+
+def default_micro_batch(batch_size: int) -> int:
+    """Boxes per pass when none is set: the whole batch on a GPU (plain BatchNorm), else
+    `CPU_MICRO_BATCH` (capped at the batch)."""
+    return batch_size if torch.cuda.is_available() else min(CPU_MICRO_BATCH, batch_size)

@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
@@ -48,7 +48,12 @@ from dsmscale.data import (
     rotate_boxes_180,
 )
 from dsmscale.errors import InputError
-from dsmscale.hardware import Precision, configure_threads, resolve_precision
+from dsmscale.hardware import (
+    Precision,
+    configure_threads,
+    default_micro_batch,
+    resolve_precision,
+)
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.metrics import segmentation_counts, segmentation_scores
 from dsmscale.models import MODEL_NAMES, build_model
@@ -69,9 +74,9 @@ class TrainConfig(JobConfig):
     betas: tuple[float, float] = (0.9, 0.99)
     batch_size: int = Field(64, ge=1, description="boxes per optimiser step")
     micro_batch: int = Field(
-        8, ge=1, description="boxes per forward/backward pass; a batch's gradients are summed over "
-        "its micro-batches and BatchNorm uses per-micro-batch statistics. 8 is fastest on CPUs; "
-        "set it to batch_size for plain BatchNorm (e.g. on a GPU)")
+        None, ge=1, validate_default=True, description="boxes per forward/backward pass; a "
+        "batch's gradients are summed over its micro-batches and BatchNorm uses per-micro-batch "
+        "statistics. Default: 8 on a CPU (fastest there), the whole batch on a GPU")
     max_epochs: int = Field(100, ge=1)
     patience: int = Field(15, ge=1, description="epochs without a better monitored value "
                           "before stop")
@@ -96,6 +101,14 @@ class TrainConfig(JobConfig):
     hard_weight: float = Field(
         0.5, ge=0, le=1, description="with a teacher: share of the loss from the true labels, "
         "masks and densities (Hinton et al. 2015); the rest from the teacher's outputs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _micro_batch_for_device(cls, data):
+        """Fill an unset ``micro_batch`` with the device's default (`default_micro_batch`)."""
+        if isinstance(data, dict) and data.get("micro_batch") is None:
+            data = data | {"micro_batch": default_micro_batch(int(data.get("batch_size", 64)))}
+        return data
 
     def run_hash(self) -> str:
         """Identity of the run: everything that changes its trajectory. The output folder,

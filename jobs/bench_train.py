@@ -20,7 +20,7 @@ import time
 import torch
 from _bench import emit
 
-from dsmscale.hardware import configure_threads
+from dsmscale.hardware import CPU_MICRO_BATCH, configure_threads
 from dsmscale.models import DSMNet
 from dsmscale.train import TrainStep
 
@@ -58,7 +58,8 @@ def samples_per_s(precision: str, channels_last: bool, batch: int, steps: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=64, help="boxes per optimiser step")
-    parser.add_argument("--micro-batch", type=int, default=8, help="boxes per pass when split")
+    parser.add_argument("--micro-batch", type=int, default=CPU_MICRO_BATCH,
+                        help="boxes per pass when split (default: dsmscale's CPU default)")
     parser.add_argument("--sweep", type=int, nargs="*", default=[4, 16, 32],
                         help="further micro-batch sizes timed in bf16 + channels_last_3d")
     parser.add_argument("--steps", type=int, default=3, help="timed optimiser steps")

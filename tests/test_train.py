@@ -150,6 +150,18 @@ def test_run_identity_holds_micro_batch_augment_and_monitor_only_when_they_act(t
     assert TrainConfig(**base, micro_batch=16, monitor="val_score").run_hash() != plain
 
 
+@pytest.mark.parametrize("cuda", [False, True])
+def test_micro_batch_defaults_to_the_device_and_an_explicit_one_wins(monkeypatch, cuda):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    base = dict(dataset="d", output="o")
+    assert TrainConfig(**base).micro_batch == (64 if cuda else 8)
+    assert TrainConfig(**base, batch_size=4).micro_batch == 4
+    assert TrainConfig(**base, micro_batch=None, batch_size=32).micro_batch == (32 if cuda else 8)
+    assert TrainConfig(**base, micro_batch=16).micro_batch == 16
+    if not cuda:  # runs made when 8 was the default everywhere keep their identity
+        assert TrainConfig(**base).run_hash() == TrainConfig(**base, micro_batch=8).run_hash()
+
+
 def _wedge_power(volume: np.ndarray) -> float:
     """Share of the power inside the missing wedge of a ±60° tilt series about y."""
     k = np.fft.fftfreq(volume.shape[0])
