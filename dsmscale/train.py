@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
@@ -63,6 +63,15 @@ from dsmscale.models.dsmnet import ARCHITECTURE_VERSION
 TRAINING_PROCEDURE_VERSION = 2
 
 
+#: The paper's batch size (boxes per optimiser step).
+BATCH_SIZE = 64
+
+
+def _device_micro_batch(fields: dict) -> int:
+    """`default_micro_batch` for the config's batch size (the paper's if that is invalid)."""
+    return default_micro_batch(fields.get("batch_size", BATCH_SIZE))
+
+
 class TrainConfig(JobConfig):
     """One training run. Paths are folders; loss weights are (cls, seg, rec)."""
 
@@ -72,11 +81,13 @@ class TrainConfig(JobConfig):
     loss_weights: tuple[float, float, float] = (1.0, 10.0, 1.0)
     lr: float = Field(1e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.99)
-    batch_size: int = Field(64, ge=1, description="boxes per optimiser step")
+    batch_size: int = Field(BATCH_SIZE, ge=1, description="boxes per optimiser step")
     micro_batch: int = Field(
-        None, ge=1, validate_default=True, description="boxes per forward/backward pass; a "
-        "batch's gradients are summed over its micro-batches and BatchNorm uses per-micro-batch "
-        "statistics. Default: 8 on a CPU (fastest there), the whole batch on a GPU")
+        default_factory=_device_micro_batch, ge=1, description="boxes per forward/backward "
+        "pass; a batch's gradients are summed over its micro-batches and BatchNorm uses "
+        "per-micro-batch statistics. Default: 8 on a CPU (fastest there), the whole batch on a "
+        "GPU — the device of the process that builds the config, recorded in RUN/config.yaml "
+        "(resume with --config RUN/config.yaml elsewhere to keep it)")
     max_epochs: int = Field(100, ge=1)
     patience: int = Field(15, ge=1, description="epochs without a better monitored value "
                           "before stop")
@@ -101,14 +112,6 @@ class TrainConfig(JobConfig):
     hard_weight: float = Field(
         0.5, ge=0, le=1, description="with a teacher: share of the loss from the true labels, "
         "masks and densities (Hinton et al. 2015); the rest from the teacher's outputs")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _micro_batch_for_device(cls, data):
-        """Fill an unset ``micro_batch`` with the device's default (`default_micro_batch`)."""
-        if isinstance(data, dict) and data.get("micro_batch") is None:
-            data = data | {"micro_batch": default_micro_batch(int(data.get("batch_size", 64)))}
-        return data
 
     def run_hash(self) -> str:
         """Identity of the run: everything that changes its trajectory. The output folder,

@@ -89,29 +89,28 @@ def write_results(rows: list[dict], data: Path, runs: Path, command: str, result
 
 
 def loss_ratio_lines(table: list[dict]) -> list[str]:
-    """DSM-Net at each loss ratio cls:seg:rec side by side (the paper's Table 3), per dataset with
-    more than one ratio, the segmentation weight rising, and which ratio scored best in each."""
-    ratios = {}
+    """DSM-Net at each loss ratio cls:seg:rec side by side (the issue's 1:1, 1:10 and 1:100; our
+    reference holds no paper figures for them), per dataset with more than one ratio, the
+    segmentation weight rising, and which ratio scored best in each."""
+    by_dataset: dict[str, list[dict]] = {}
     for r in table:
         if r["model"] == "dsmnet":
-            ratios.setdefault(r["dataset"], []).append(r)
-    ratios = {ds: sorted(rs, key=lambda r: float(r["loss_ratio"].split(":")[1]))
-              for ds, rs in ratios.items() if len(rs) > 1}
-    if not ratios:
+            by_dataset.setdefault(r["dataset"], []).append(r)
+    by_dataset = {ds: sorted(rs, key=lambda r: float(r["loss_ratio"].split(":")[1]))
+                  for ds, rs in by_dataset.items() if len(rs) > 1}
+    if not by_dataset:
         return []
     lines = ["", "## Loss ratio (DSM-Net)", "",
              "The same DSM-Net trained with the loss weights cls:seg:rec below; test split.", "",
              "| dataset | loss cls:seg:rec | pixel acc | mIoU | object acc | FSC 0.5 (nm) |",
              "|---|---|---|---|---|---|"]
-    for ds, rs in ratios.items():
+    for ds, rs in by_dataset.items():
         lines += [f"| {ds} | {r['loss_ratio']} | {_fmt(r['pix_acc'])} | {_fmt(r['miou'])} | "
                   f"{_fmt(r['obj_acc'])} | {_fmt(r.get('fsc_resolution_nm'), 1)} |" for r in rs]
     lines.append("")
-    for ds, rs in ratios.items():
-        best = {name: max(rs, key=lambda r: r[key])["loss_ratio"]
-                for key, name in (("miou", "mIoU"), ("obj_acc", "object accuracy"))}
-        lines.append(f"- {ds}: best mIoU at {best['mIoU']}, best object accuracy at "
-                     f"{best['object accuracy']}.")
+    for ds, rs in by_dataset.items():
+        lines.append(f"- {ds}: best mIoU at {max(rs, key=lambda r: r['miou'])['loss_ratio']}, "
+                     f"best object accuracy at {max(rs, key=lambda r: r['obj_acc'])['loss_ratio']}.")
     return lines
 
 
@@ -123,17 +122,21 @@ def convergence_lines(table: list[dict]) -> list[str]:
         return []
     lines = ["", "## DSRF3D-v2 and convergence", "",
              "The paper reports that DSRF3D-v2 did not converge on its crowded subtomograms. Here "
-             "(converged = the training loss fell by a quarter and validation object accuracy "
-             "beat twice chance):", ""]
-    for r in rows:
-        first, last = r["train_loss_first_last"]
-        lines.append(f"- {r['dataset']}: {'converged' if r['converged'] else 'did not converge'}"
-                     f" — training loss {first:.3g} → {last:.3g} over {r['epochs']} epochs, "
-                     f"test object accuracy {_fmt(r['obj_acc'])} %.")
+             "(converged = the last epoch's mean training loss below three quarters of the "
+             "first's, and the last epoch's validation object accuracy above twice chance):", ""]
+    lines += [f"- {r['dataset']}: {'converged' if r['converged'] else 'did not converge'} — "
+              f"{_loss_fall(r)} over {r['epochs']} epochs; test object accuracy "
+              f"{_fmt(r['obj_acc'])} %." for r in rows]
     return lines + [
         "", "Our DSRF3D-v2 has batch normalisation after every 3³ conv, as our DSM-Net has "
         "(`dsmscale.models.baselines`); the plain reading without it (`DSRF3Dv2(batch_norm="
         "False)`) is not in the table."]
+
+
+def _loss_fall(row: dict) -> str:
+    """The evidence of (non-)convergence: the training loss at the first and the last epoch."""
+    first, last = row["train_loss_first_last"]
+    return f"training loss {first:.3g} → {last:.3g}"
 
 
 def last_epoch_lines(table: list[dict], runs: Path) -> list[str]:
@@ -210,8 +213,7 @@ def _converged(row: dict) -> str:
     """'yes', or 'no' with the evidence: the training loss at the first and last epoch."""
     if row["converged"]:
         return "yes"
-    first, last = row["train_loss_first_last"]
-    return f"no (train loss {first:.3g} → {last:.3g})"
+    return f"no ({_loss_fall(row)})"
 
 
 def _paper(row: dict) -> tuple:

@@ -36,6 +36,7 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
             _row("seg", miou=0.87, pix_acc=0.997),
             _row("dsmnet", 0.91, 0.80, 0.996, loss_ratio="1:1:1"),
             _row("dsmnet", 0.70, 0.84, 0.997, loss_ratio="1:100:1"),
+            _row("dsmnet", 0.72, 0.83, 0.997, loss_ratio="1:2:1"),
             _row("dsrf3d_v2", 0.05) | {"converged": False, "train_loss_first_last": [3.1, 3.0]},
             _row("dsmnet", 0.93, 0.85, 0.997, variant="augment=True", run_hash="aug")]
     classes = pd.read_parquet(tiny_dataset / "particles.parquet")["class_name"].unique()
@@ -53,13 +54,13 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     assert "- A: DSM-Net accuracy above the Cls subnet's: 90.00 vs 80.00 — met" in md
     assert "- A: DSM-Net mIoU above the Seg subnet's: 86.00 vs 87.00 — missed by 1.00 points" in md
     assert "- B: DSM-Net object accuracy ≥ 54 %: pending (row not run yet)" in md
-    assert "10 of 16 rows have not run yet" in md
-    assert ("- A: did not converge — training loss 3.1 → 3 over 2 epochs, test object accuracy "
+    assert "9 of 16 rows have not run yet" in md
+    assert ("- A: did not converge — training loss 3.1 → 3 over 2 epochs; test object accuracy "
             "5.00 %.") in md
+    assert "| no (training loss 3.09 → 3.01) |" in md
     ratio_rows = [line for line in md.splitlines() if line.startswith("| A | 1:")]
-    assert [line.split(" | ")[1] for line in ratio_rows] == ["1:1:1", "1:10:1", "1:100:1"]
+    assert [line.split(" | ")[1] for line in ratio_rows] == ["1:1:1", "1:2:1", "1:10:1", "1:100:1"]
     assert "- A: best mIoU at 1:10:1, best object accuracy at 1:1:1." in md
-    assert "| no (train loss 3.09 → 3.01) |" in md
     assert ("| A | dsmnet | 1:10:1 | 1 of 2 | 1.200 → 1.400 | 50.00 → 60.00 | 99.80 | "
             "88.00 (+2.00) | 95.00 (+5.00) |") in md
     assert "## Targets with the last epoch" in md
