@@ -52,6 +52,7 @@ ROWS = [
 #: Beyond the paper's procedure: (dataset, model, loss weights, TrainConfig changes).
 TRIED = [
     ("A", "dsmnet", PAPER_WEIGHTS, {"augment": True}),
+    ("B", "dsmnet", PAPER_WEIGHTS, {"monitor": "val_score"}),
 ]
 def row_config(data: Path, workdir: Path, dataset: str, model: str, weights, threads,
                changes: dict | None = None):
