@@ -31,7 +31,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def model_from_checkpoint(ckpt: dict, source: str | os.PathLike = "checkpoint"):
     """Rebuild the network of a checkpoint; a state dict of another architecture is an error."""
-    model = build_model(ckpt["model"], ckpt["n_classes"])
+    model = build_model(ckpt["model"], ckpt["n_classes"], ckpt.get("batch_norm", True))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:

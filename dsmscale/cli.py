@@ -88,6 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {"output": str(args.output) if args.output else None, "dataset": args.dataset,
                  "model": args.model, "max_epochs": args.max_epochs, "threads": args.threads,
                  "micro_batch": args.micro_batch, "augment": args.augment or None,
+                 "batch_norm": False if args.no_batch_norm else None,
                  "monitor": args.monitor,
                  "teacher": getattr(args, "teacher", None),
                  "distill_loss": getattr(args, "loss", None),
@@ -307,6 +308,9 @@ def _training_arguments(p: argparse.ArgumentParser, models: str) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--augment", action="store_true", help="random 180° rotations about z, y "
                    "and x (they keep the missing wedge in place); off in the paper's procedure")
+    p.add_argument("--no-batch-norm", action="store_true", help="no batch normalisation after "
+                   "the 3³ convs: the papers' plain reading (ours normalises; without it "
+                   "classification may not converge)")
     p.add_argument("--monitor", choices=["val_loss", "val_score"],
                    help="what early stopping and best.pt follow: the validation loss (default, "
                    "the paper's) or the mean of validation object accuracy and mIoU (with "

@@ -98,6 +98,8 @@ class TrainConfig(JobConfig):
     schedule: Literal["constant", "onecycle"] = "constant"
     precision: Precision = "auto"
     channels_last: bool = True
+    batch_norm: bool = Field(True, description="batch normalisation after every 3³ conv/deconv "
+                             "(ours); False is the papers' plain reading")
     augment: bool = Field(False, description="rotate each training box (with its mask and "
                           "density) by a random one of the 180° rotations about z, y and x that "
                           "keep the missing wedge in place; off in the paper's procedure")
@@ -122,6 +124,8 @@ class TrainConfig(JobConfig):
             exclude.add("micro_batch")
         if not self.augment:
             exclude.add("augment")
+        if self.batch_norm:  # runs made before the option existed stay valid
+            exclude.add("batch_norm")
         if self.monitor == "val_loss":  # runs made before the option existed stay valid
             exclude.add("monitor")
         if self.teacher is None:  # hashes of runs made before distillation existed stay valid
@@ -304,6 +308,7 @@ def _checkpoint(step: TrainStep, config: TrainConfig, classes: list[str], grid: 
     return {
         "format": "dsmscale-checkpoint-1",
         "model": config.model, "heads": list(step.model.heads), "n_classes": len(classes),
+        "batch_norm": config.batch_norm,
         "classes": classes, "state_dict": step.model.state_dict(),
         **grid,
         "normalisation": {"input": "per_box_zscore", "density_scale": DENSITY_SCALE},
@@ -343,7 +348,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     train_data = load_split(config.dataset, "train", classes, config.limit_train)
     val_data = load_split(config.dataset, "val", classes, config.limit_val)
     grid = {"box": int(train_data.x.shape[-1]), "voxel_size_a": dataset_voxel_size_a(config.dataset)}
-    model = build_model(config.model, len(classes))
+    model = build_model(config.model, len(classes), config.batch_norm)
     teacher, teacher_run = _teacher(config, classes)
     step = TrainStep(model, precision, config.channels_last, config.lr, config.betas,
                      config.loss_weights, device=device, teacher=teacher,

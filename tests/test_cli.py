@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial import cKDTree
 
-from dsmscale.checkpoints import load_checkpoint
+from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.cli import main
 from dsmscale.extract import box_starts, boxes_inside
 from dsmscale.infer.sinks import read_results
@@ -80,10 +81,13 @@ def test_train_distill_and_evaluate_commands_pass_their_flags(tmp_path, tiny_dat
     small.write_text("limit_train: 16\nlimit_val: 8\nbatch_size: 8\nmax_epochs: 1\n")
     assert main(["train", "--config", str(small), "--dataset", str(tiny_dataset), "-o",
                  str(tmp_path / "run"), "--model", "cls_seg", "--augment", "--micro-batch", "4",
-                 "--threads", "2", "--monitor", "val_score"]) == 0
+                 "--threads", "2", "--monitor", "val_score", "--no-batch-norm"]) == 0
     trained = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")
     assert (trained.model, trained.augment, trained.micro_batch, trained.threads,
-            trained.limit_train, trained.monitor) == ("cls_seg", True, 4, 2, 16, "val_score")
+            trained.limit_train, trained.monitor, trained.batch_norm) == (
+        "cls_seg", True, 4, 2, 16, "val_score", False)
+    plain = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "best.pt"))
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in plain.modules())
     assert main(["distill", "--config", str(small), "--dataset", str(tiny_dataset), "-o",
                  str(tmp_path / "student"), "--teacher", str(tiny_checkpoint), "--loss", "kl",
                  "--hard-weight", "0.25", "--threads", "2"]) == 0

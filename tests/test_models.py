@@ -41,6 +41,14 @@ def test_parameter_count_without_batch_norm():
     assert sum(p.numel() for p in DSMNet(22, batch_norm=False).parameters()) == 1_953_593
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_batch_norm_can_be_left_out_of_every_model(name):
+    def norms(model):
+        return sum(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules())
+
+    assert norms(build_model(name, 22)) > 0 and norms(build_model(name, 22, batch_norm=False)) == 0
+
+
 def test_heads_share_one_backbone():
     full, cls = build_model("dsmnet", 22), build_model("cls", 22)
     cls_keys = set(cls.state_dict())

@@ -65,7 +65,8 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
             "88.00 (+2.00) | 95.00 (+5.00) |") in md
     assert "## Targets with the last epoch" in md
     assert "- A: DSM-Net object accuracy ≥ 94 %: 95.00 vs 94.00 — met" in md
-    assert "| A | dsmnet | 1:10:1 | augment=True | 99.70 | 85.00 (-1.00) | 93.00 (+3.00) |" in md
+    assert ("| A | dsmnet | 1:10:1 | augment=True | 99.70 | 85.00 (-1.00) | 93.00 (+3.00) | yes "
+            "| 2 |") in md
     table = pd.read_parquet(tiny_dataset / "particles.parquet")
     test = np.sort(table.loc[table["split"] == "test", "index"].to_numpy())
     share = zarr.open_array(str(tiny_dataset / "mask.zarr"))[:][test].mean()

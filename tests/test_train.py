@@ -148,6 +148,8 @@ def test_run_identity_holds_micro_batch_augment_and_monitor_only_when_they_act(t
     assert TrainConfig(**base, micro_batch=16, augment=True).run_hash() != plain
     assert TrainConfig(**base, micro_batch=16, monitor="val_loss").run_hash() == plain
     assert TrainConfig(**base, micro_batch=16, monitor="val_score").run_hash() != plain
+    assert TrainConfig(**base, micro_batch=16, batch_norm=True).run_hash() == plain
+    assert TrainConfig(**base, micro_batch=16, batch_norm=False).run_hash() != plain
 
 
 @pytest.mark.parametrize("cuda", [False, True])

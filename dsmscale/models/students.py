@@ -29,11 +29,12 @@ class GuoStudent(nn.Module):
     heads = ("cls",)
 
     def __init__(self, n_classes: int, widths=GUO_WIDTHS["guo_l"], hidden: int = 1024,
-                 box: int = 40):
+                 box: int = 40, batch_norm: bool = True):
         super().__init__()
         layers, cin, edge = [], 1, box
         for a, b in widths:
-            layers += [conv3(cin, a), nn.ReLU(inplace=True), conv3(a, b), nn.ReLU(inplace=True),
+            layers += [conv3(cin, a, batch_norm=batch_norm), nn.ReLU(inplace=True),
+                       conv3(a, b, batch_norm=batch_norm), nn.ReLU(inplace=True),
                        nn.MaxPool3d(3, stride=3)]
             cin, edge = b, edge // 3
         if edge < 1:
@@ -47,5 +48,5 @@ class GuoStudent(nn.Module):
         return {"features": features, "logits": self.classifier(features)}
 
 
-def small_dsmnet(n_classes: int) -> DSMNet:
-    return DSMNet(n_classes, widths=SMALL_DSMNET_WIDTHS)
+def small_dsmnet(n_classes: int, batch_norm: bool = True) -> DSMNet:
+    return DSMNet(n_classes, widths=SMALL_DSMNET_WIDTHS, batch_norm=batch_norm)
