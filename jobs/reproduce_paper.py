@@ -15,9 +15,9 @@ results/reproduction.json (one object per row), results/reproduction.md (ours be
 paper's, with command, commit, data and wall time; targets; target share; per-class F1; made by
 _reproduction_report.py) and results/reproduction.png. The rows of TRIED change one thing of the
 procedure, to close a gap to the paper or to test a reading of it (--tried runs only them); they
-are tabled apart, beside the same row under the common procedure. A row's run folder is locked while it trains and the tables
-are always rebuilt from every finished row on disk, so processes started with the same command
-(say, one 1-thread process per core) share out the rows.
+are tabled apart, beside the same row under the common procedure. A row's run folder is locked
+while it trains and the tables are always rebuilt from every finished row on disk, so processes
+started with the same command (say, one 1-thread process per core) share out the rows.
 """
 
 from __future__ import annotations
