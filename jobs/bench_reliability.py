@@ -76,7 +76,7 @@ def data_plane_checkpoint(path: Path, box: int) -> Path:
     torch.manual_seed(0)
     model = build_model("cls", ckpt["n_classes"])
     torch.save(ckpt | {"model": "cls", "heads": ["cls"], "state_dict": model.state_dict(),
-                       "box": box}, path)
+                       "box": box, "batch_norm": True}, path)
     return path
 
 

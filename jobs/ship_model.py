@@ -24,13 +24,18 @@ from dsmscale.weights import SHIPPED, WEIGHTS
 
 KEEP = ("format", "model", "heads", "n_classes", "classes", "state_dict", "normalisation",
         "box", "voxel_size_a", "config", "run_hash", "epoch", "history", "best_val",
-        "teacher_run_hash")
+        "teacher_run_hash", "batch_norm")
 
 
 def _micro(cfg: dict) -> str:
     """' in micro-batches of N' when the run split its batches (see TrainConfig.micro_batch)."""
     micro = cfg.get("micro_batch")
     return f" in micro-batches of {micro}" if micro and micro < cfg["batch_size"] else ""
+
+
+def _batch_norm(cfg: dict) -> str:
+    """The config line's clause for a network without batch normalisation (TrainConfig.batch_norm)."""
+    return ", without batch normalisation (the plain reading)" if cfg.get("batch_norm") is False else ""
 
 
 def _augment(cfg: dict) -> str:
@@ -78,7 +83,7 @@ slim['state_dict'].values()):,} parameters and buffers, {target.stat().st_size /
   variance); recovered
   density in Da/voxel (× {ckpt['normalisation']['density_scale']:g}).
 - **Config:** model {cfg['model']}, loss cls:seg:rec {cfg['loss_weights']}, Adam lr {cfg['lr']}
-  betas {cfg['betas']}, batch {cfg['batch_size']}{_micro(cfg)}{_augment(cfg)},
+  betas {cfg['betas']}, batch {cfg['batch_size']}{_micro(cfg)}{_augment(cfg)}{_batch_norm(cfg)},
   {cfg['max_epochs']} epochs {cfg['schedule']},
   seed {cfg['seed']}; best epoch ({MONITOR_TEXT[cfg.get('monitor', 'val_loss')]})
   {ckpt['epoch'] + 1} of {cfg['max_epochs']}.

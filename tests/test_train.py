@@ -18,6 +18,7 @@ from dsmscale.metrics import (
 )
 from dsmscale.models import DSMNet
 from dsmscale.train import TrainConfig, TrainStep, epochs_since_best, monitored_value, train
+from dsmscale.weights import resolve_model
 
 
 def _config(dataset, out, **kw):
@@ -150,6 +151,8 @@ def test_run_identity_holds_micro_batch_augment_and_monitor_only_when_they_act(t
     assert TrainConfig(**base, micro_batch=16, monitor="val_score").run_hash() != plain
     assert TrainConfig(**base, micro_batch=16, batch_norm=True).run_hash() == plain
     assert TrainConfig(**base, micro_batch=16, batch_norm=False).run_hash() != plain
+    shipped = load_checkpoint(resolve_model("default"))  # trained before batch_norm existed
+    assert TrainConfig(**shipped["config"]).run_hash() == shipped["run_hash"]
 
 
 @pytest.mark.parametrize("cuda", [False, True])
