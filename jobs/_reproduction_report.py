@@ -64,11 +64,11 @@ def _fmt(value, scale=100.0):
     return f"{value * scale:.2f}"
 
 
-def write_results(rows: list[dict], data: Path, runs: Path, command: str, results: Path,
-                  planned: int, schedule: str) -> None:
-    """results/reproduction.{json,md,png} from the finished rows (common procedure and tried);
-    ``runs`` holds each row's run folder (RUN_HASH/eval/metrics.json), ``planned`` counts the
-    rows of the common procedure and ``schedule`` says how every row was trained."""
+def write_results(rows: list[dict], data: Path, command: str, results: Path, planned: int,
+                  schedule: str) -> None:
+    """results/reproduction.{json,md,png} from the finished rows (common procedure and tried),
+    which hold all the tables need; ``planned`` counts the rows of the common procedure and
+    ``schedule`` says how every row was trained."""
     results.mkdir(exist_ok=True)
     _write(results / "reproduction.json", json.dumps(rows, indent=2))
     table = [r for r in rows if not r.get("variant")]
@@ -79,10 +79,10 @@ def write_results(rows: list[dict], data: Path, runs: Path, command: str, result
     if len(table) < planned:
         lines += ["", f"{planned - len(table)} of {planned} rows have not run yet; rerun the "
                       "command to continue (finished rows are cached)."]
-    lines += last_epoch_lines(table, runs)
+    lines += last_epoch_lines(table)
     lines += share_lines(table, data)
     lines += tried_lines(rows)
-    lines += per_class_lines(rows, data, runs)
+    lines += per_class_lines(rows, data)
     if comparison_figure(table, results / "reproduction.png"):
         lines += ["", "![ours against the paper's](reproduction.png)"]
     _write(results / "reproduction.md", "\n".join(lines) + "\n")
@@ -139,10 +139,10 @@ def _loss_fall(row: dict) -> str:
     return f"training loss {first:.3g} → {last:.3g}"
 
 
-def last_epoch_lines(table: list[dict], runs: Path) -> list[str]:
+def last_epoch_lines(table: list[dict]) -> list[str]:
     """The same runs scored at the weights training ended with instead of the epoch of lowest
-    validation loss (with its validation loss and accuracy at both, from the run's history),
-    and the targets under that choice."""
+    validation loss (with its validation loss and accuracy at both, from the run's history:
+    ``val_best_last``), and the targets under that choice."""
     scored = [r for r in table if r.get("last_epoch")]
     if not scored:
         return []
@@ -157,14 +157,12 @@ def last_epoch_lines(table: list[dict], runs: Path) -> list[str]:
              "| dataset | model | loss | best epoch of | val loss | val object acc | pixel acc "
              "| mIoU (Δ) | object acc (Δ) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in scored:
-        last = r["last_epoch"]
-        history = json.loads((runs / r["run_hash"] / "history.json").read_text())
-        best, end = history[r["best_epoch"] - 1], history[-1]
-        acc = (f"{_fmt(best['val_obj_acc'])} → {_fmt(end['val_obj_acc'])}"
-               if "val_obj_acc" in end else "—")
+        last, val = r["last_epoch"], r["val_best_last"]
+        acc = " → ".join(map(_fmt, val["val_obj_acc"])) if "val_obj_acc" in val else "—"
         lines.append(f"| {r['dataset']} | {r['model']} | {r['loss_ratio']} | "
-                     f"{r['best_epoch']} of {r['epochs']} | {best['val_total']:.3f} → "
-                     f"{end['val_total']:.3f} | {acc} | {_fmt(last['pix_acc'])} | "
+                     f"{r['best_epoch']} of {r['epochs']} | "
+                     f"{' → '.join(f'{v:.3f}' for v in val['val_total'])} | {acc} | "
+                     f"{_fmt(last['pix_acc'])} | "
                      f"{_delta(last, r, 'miou')} | {_delta(last, r, 'obj_acc')} |")
     return lines + target_lines([r | r["last_epoch"] for r in scored],
                                 "Targets with the last epoch")
@@ -308,17 +306,16 @@ def _write(path: Path, text: str) -> None:
     write_file_atomic(path, lambda tmp: tmp.write_text(text))
 
 
-def per_class_lines(rows: list[dict], data: Path, runs: Path) -> list[str]:
+def per_class_lines(rows: list[dict], data: Path) -> list[str]:
     """Per-class F1 of the DSM-Net rows at 1:10:1 (common and tried) beside each class's mean
     target size in the test masks, smallest first, with the rank correlation of the two."""
     from scipy.stats import spearmanr
 
     f1, dataset_of = {}, {}
     for r in rows:
-        metrics = runs / r["run_hash"] / "eval" / "metrics.json"
-        if r["model"] == "dsmnet" and r["loss_ratio"] == "1:10:1" and metrics.is_file():
+        if r["model"] == "dsmnet" and r["loss_ratio"] == "1:10:1" and "f1_per_class" in r:
             label = f"F1 {r['dataset']}{' ' + r['variant'] if r.get('variant') else ''}"
-            f1[label] = pd.Series(json.loads(metrics.read_text())["f1_per_class"])
+            f1[label] = pd.Series(r["f1_per_class"])
             dataset_of[label] = r["dataset"]
     if not f1:
         return []

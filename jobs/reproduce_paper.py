@@ -17,7 +17,8 @@ _reproduction_report.py) and results/reproduction.png. The rows of TRIED change 
 procedure, to close a gap to the paper or to test a reading of it (--tried runs only them); they
 are tabled apart, beside the same row under the common procedure. A row's run folder is locked
 while it trains and the tables are always rebuilt from every finished row on disk, so processes
-started with the same command (say, one 1-thread process per core) share out the rows.
+started with the same command (say, one 1-thread process per core) share out the rows; a
+finished row whose run folder is gone keeps the record results/reproduction.json holds of it.
 """
 
 from __future__ import annotations
@@ -138,22 +139,46 @@ def run_row(config, variant: str | None = None) -> dict:
     write_file_atomic(cached, lambda tmp: tmp.write_text(json.dumps(row, indent=2)))
     return row
 
-def finished_rows(plan: list[tuple], data: Path, workdir: Path) -> list[dict]:
-    """The cached results of the planned rows that have finished, in plan order, those of the
-    common procedure with their last epoch's test scores (rows cached before results recorded
-    their threads take them from the run's history)."""
+def recorded_rows(results: Path) -> dict[str, dict]:
+    """The rows results/reproduction.json already holds, by run hash. A row whose run folder is
+    gone (a new machine, a cluster node's scratch disk) keeps what was measured."""
+    path = results / "reproduction.json"
+    return {r["run_hash"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
+
+
+def finished_rows(plan: list[tuple], data: Path, workdir: Path,
+                  recorded: dict[str, dict]) -> list[dict]:
+    """The results of the planned rows that have finished, in plan order: from the run folder
+    when it is on disk (`row_record`), otherwise as ``recorded`` holds them."""
     rows = []
     for row in plan:
         config = row_config(data, workdir, *row)
         out = Path(config.output)
         if (out / "result.json").is_file():
-            result = json.loads((out / "result.json").read_text())
-            if "threads" not in result:
-                result["threads"] = json.loads((out / "history.json").read_text())[-1]["threads"]
-            if not result.get("variant"):  # tabled at their last epoch too
-                result["last_epoch"] = last_epoch_scores(out, config.dataset)
-            rows.append(result)
+            rows.append(row_record(out, config.dataset))
+        elif config.run_hash() in recorded:
+            rows.append(recorded[config.run_hash()])
     return rows
+
+
+def row_record(out: Path, dataset: str) -> dict:
+    """A finished row's result.json with all the tables take from its run folder, so that
+    results/reproduction.json alone rebuilds them: its threads (rows cached before results
+    recorded them), validation loss and object accuracy at the best and the last epoch
+    (``val_best_last``), test F1 per class and, under the common procedure, the test scores of
+    the last epoch."""
+    result = json.loads((out / "result.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    best, last = history[result["best_epoch"] - 1], history[-1]
+    result.setdefault("threads", last["threads"])
+    result["val_best_last"] = {k: [best[k], last[k]] for k in ("val_total", "val_obj_acc")
+                               if k in last}
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    if "f1_per_class" in metrics:
+        result["f1_per_class"] = metrics["f1_per_class"]
+    if not result.get("variant"):
+        result["last_epoch"] = last_epoch_scores(out, dataset)
+    return result
 
 
 def last_epoch_scores(out: Path, dataset: str) -> dict:
@@ -189,6 +214,7 @@ def main() -> None:
         row for row in every[:args.rows] if not args.only or row[1] == args.only]
     configs = [(row_config(args.data, args.workdir, *row), _variant(row[4])) for row in selected]
     schedule = schedule_text(row_config(args.data, args.workdir, *every[0]))
+    recorded = recorded_rows(args.results)
     if args.ray and not args.tables_only:
         import ray
 
@@ -210,11 +236,10 @@ def main() -> None:
             print(f"{row['dataset']} {row['model']} {row['loss_ratio']} {variant or ''}: "
                   f"obj_acc {row['obj_acc']} miou {row['miou']} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-            write_results(finished_rows(every, args.data, args.workdir), args.data,
-                          args.workdir / "runs", command, args.results, len(ROWS), schedule)
-    rows = finished_rows(every, args.data, args.workdir)
-    write_results(rows, args.data, args.workdir / "runs", command, args.results, len(ROWS),
-                  schedule)
+            write_results(finished_rows(every, args.data, args.workdir, recorded), args.data,
+                          command, args.results, len(ROWS), schedule)
+    rows = finished_rows(every, args.data, args.workdir, recorded)
+    write_results(rows, args.data, command, args.results, len(ROWS), schedule)
     print(json.dumps(rows[-1] if rows else {}))
 
 

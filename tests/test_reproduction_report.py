@@ -31,24 +31,23 @@ def _row(model, obj_acc=None, miou=None, pix_acc=None, variant=None, run_hash="r
 def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_dataset):
     report = _report_module()
     last = {"pix_acc": 0.998, "miou": 0.88, "obj_acc": 0.95, "fsc_resolution_nm": None}
-    rows = [_row("dsmnet", 0.90, 0.86, 0.997, run_hash="net") | {"last_epoch": last},
+    classes = pd.read_parquet(tiny_dataset / "particles.parquet")["class_name"].unique()
+    f1 = {name: {c: f + 0.05 * i for i, c in enumerate(classes)}
+          for name, f in (("net", 0.5), ("aug", 0.7))}
+    val = {"val_total": [1.2, 1.4], "val_obj_acc": [0.5, 0.6]}
+    rows = [_row("dsmnet", 0.90, 0.86, 0.997, run_hash="net")
+            | {"last_epoch": last, "val_best_last": val, "f1_per_class": f1["net"]},
             _row("cls", 0.80) | {"converged": False, "train_loss_first_last": [3.09, 3.01]},
             _row("seg", miou=0.87, pix_acc=0.997),
             _row("dsmnet", 0.91, 0.80, 0.996, loss_ratio="1:1:1"),
             _row("dsmnet", 0.70, 0.84, 0.997, loss_ratio="1:100:1"),
             _row("dsmnet", 0.72, 0.83, 0.997, loss_ratio="1:2:1"),
             _row("dsrf3d_v2", 0.05) | {"converged": False, "train_loss_first_last": [3.1, 3.0]},
-            _row("dsmnet", 0.93, 0.85, 0.997, variant="augment=True", run_hash="aug")]
-    classes = pd.read_parquet(tiny_dataset / "particles.parquet")["class_name"].unique()
-    for run, f1 in (("net", 0.5), ("aug", 0.7)):
-        (tmp_path / "runs" / run / "eval").mkdir(parents=True)
-        (tmp_path / "runs" / run / "eval" / "metrics.json").write_text(
-            json.dumps({"f1_per_class": {c: f1 + 0.05 * i for i, c in enumerate(classes)}}))
-    (tmp_path / "runs" / "net" / "history.json").write_text(json.dumps(
-        [{"val_total": 1.2, "val_obj_acc": 0.5}, {"val_total": 1.4, "val_obj_acc": 0.6}]))
+            _row("dsmnet", 0.93, 0.85, 0.997, variant="augment=True", run_hash="aug")
+            | {"f1_per_class": f1["aug"]}]
     results = tmp_path / "results"
-    report.write_results(rows, tiny_dataset.parent, tmp_path / "runs", "cmd", results,
-                         planned=16, schedule="a schedule")
+    report.write_results(rows, tiny_dataset.parent, "cmd", results, planned=16,
+                         schedule="a schedule")
     md = (results / "reproduction.md").read_text()
     assert "- A: DSM-Net object accuracy ≥ 94 %: 90.00 vs 94.00 — missed by 4.00 points" in md
     assert "- A: DSM-Net accuracy above the Cls subnet's: 90.00 vs 80.00 — met" in md
@@ -78,3 +77,35 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     assert len(sizes) == tested and sizes == sorted(sizes)  # smallest target first
     assert (results / "reproduction.png").is_file()
     assert json.loads((results / "reproduction.json").read_text()) == rows
+
+
+def test_finished_rows_read_run_folders_and_keep_recorded_rows_whose_folder_is_gone(
+        tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "jobs"))
+    reproduce = importlib.import_module("reproduce_paper")
+    data, workdir, weights = tmp_path / "data", tmp_path / "work", (1.0, 10.0, 1.0)
+    plan = [("A", "dsmnet", weights, 1, None), ("A", "dsmnet", weights, 1, {"augment": True}),
+            ("B", "cls", weights, 1, None)]
+    hashes = [reproduce.row_config(data, workdir, *row).run_hash() for row in plan]
+    assert len(set(hashes)) == 3
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "reproduction.json").write_text(json.dumps(
+        [{"run_hash": h, "source": "record"} for h in hashes[:2]]))
+    recorded = reproduce.recorded_rows(results)
+    assert set(recorded) == set(hashes[:2])
+    assert reproduce.recorded_rows(tmp_path / "nowhere") == {}
+    on_disk = workdir / "runs" / hashes[1]  # the tried row's folder is on disk: it wins
+    (on_disk / "eval").mkdir(parents=True)
+    (on_disk / "result.json").write_text(json.dumps(
+        {"run_hash": hashes[1], "best_epoch": 1, "variant": "augment=True"}))
+    (on_disk / "history.json").write_text(json.dumps(
+        [{"val_total": 1.0, "val_obj_acc": 0.5, "threads": 2},
+         {"val_total": 0.9, "val_obj_acc": 0.6, "threads": 2}]))
+    (on_disk / "eval" / "metrics.json").write_text(json.dumps({"f1_per_class": {"1BXN": 0.5}}))
+    rows = reproduce.finished_rows(plan, data, workdir, recorded)
+    assert rows == [{"run_hash": hashes[0], "source": "record"},  # the B row is neither: left out
+                    {"run_hash": hashes[1], "best_epoch": 1, "variant": "augment=True",
+                     "threads": 2, "val_best_last": {"val_total": [1.0, 0.9],
+                                                     "val_obj_acc": [0.5, 0.6]},
+                     "f1_per_class": {"1BXN": 0.5}}]
