@@ -212,9 +212,10 @@ def main() -> None:
     every = [(*r, args.threads, None) for r in ROWS] + [(*r[:3], args.threads, r[3]) for r in TRIED]
     selected = every[len(ROWS):] if args.tried else [
         row for row in every[:args.rows] if not args.only or row[1] == args.only]
-    configs = [(row_config(args.data, args.workdir, *row), _variant(row[4])) for row in selected]
+    recorded = recorded_rows(args.results)  # finished: not trained again, even without a folder
+    configs = [(config, _variant(row[4])) for row in selected
+               if (config := row_config(args.data, args.workdir, *row)).run_hash() not in recorded]
     schedule = schedule_text(row_config(args.data, args.workdir, *every[0]))
-    recorded = recorded_rows(args.results)
     if args.ray and not args.tables_only:
         import ray
 
