@@ -194,8 +194,8 @@ def header_lines(rows: list[dict], data: Path, command: str, schedule: str) -> l
 def main_table_lines(table: list[dict]) -> list[str]:
     """One line per row of the common procedure, ours beside the paper's."""
     lines = ["| dataset | model | loss cls:seg:rec | pixel acc (ours / paper) | mIoU (ours / paper) "
-             "| object acc (ours / paper) | FSC 0.5 (nm) | converged | epochs | threads | "
-             "wall (min) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| object acc (ours / paper) | FSC 0.5 (nm) | converged | epochs | test boxes | "
+             "threads | wall (min) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         paper = _paper(r)
         lines.append(
@@ -203,8 +203,23 @@ def main_table_lines(table: list[dict]) -> list[str]:
             f"{_fmt(paper[0], 1)} | {_fmt(r['miou'])} / {_fmt(paper[1], 1)} | "
             f"{_fmt(r['obj_acc'])} / {_fmt(paper[2], 1)} | "
             f"{_fmt(r.get('fsc_resolution_nm'), 1)} | {_converged(r)} | "
-            f"{r['epochs']} | {r['threads']} | {r['wall_s'] / 60:.0f} |")
-    return lines
+            f"{r['epochs']} | {r['n_test']} | {r['threads']} | {r['wall_s'] / 60:.0f} |")
+    return lines + test_split_lines(table)
+
+
+def test_split_lines(table: list[dict]) -> list[str]:
+    """A warning when rows were scored on test splits of different sizes (the dataset folder held
+    a different simulation when they ran), naming the rows outside the largest group."""
+    groups: dict[int, list[str]] = {}
+    for r in table:
+        groups.setdefault(r["n_test"], []).append(f"{r['dataset']} {r['model']} {r['loss_ratio']}")
+    if len(groups) < 2:
+        return []
+    common = max(groups, key=lambda n: len(groups[n]))
+    return ["", "Not every row saw the same test split (the dataset folder held a different "
+            "simulation when they ran): " + "; ".join(
+                f"{n} boxes: " + (f"{len(names)} rows" if n == common else ", ".join(names))
+                for n, names in sorted(groups.items())) + "."]
 
 
 def _converged(row: dict) -> str:

@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True, help="runs are cached here")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--rows", type=int, default=len(ROWS), help="run only the first N rows")
-    parser.add_argument("--only", help="run only rows of this model")
+    parser.add_argument("--only", help="run only rows of this model (with --tried too)")
     parser.add_argument("--tried", action="store_true",
                         help="run only the rows that change the procedure (TRIED)")
     parser.add_argument("--threads", type=int, default=None)
@@ -210,8 +210,8 @@ def main() -> None:
     command = "python jobs/reproduce_paper.py " + " ".join(  # the command that trains the rows
         a for a in sys.argv[1:] if a not in ("--tables-only", "--tried"))
     every = [(*r, args.threads, None) for r in ROWS] + [(*r[:3], args.threads, r[3]) for r in TRIED]
-    selected = every[len(ROWS):] if args.tried else [
-        row for row in every[:args.rows] if not args.only or row[1] == args.only]
+    selected = [row for row in (every[len(ROWS):] if args.tried else every[:args.rows])
+                if not args.only or row[1] == args.only]
     recorded = recorded_rows(args.results)  # finished: not trained again, even without a folder
     configs = [(config, _variant(row[4])) for row in selected
                if (config := row_config(args.data, args.workdir, *row)).run_hash() not in recorded]
