@@ -1,15 +1,17 @@
 """Benchmark: DSM-Net training-step throughput on this machine, precision × memory format.
 
 Usage: python jobs/bench_train.py [--batch 64] [--micro-batch 8] [--sweep 4 16 32] [--steps 3]
-                                  [--threads N] [--compile]
+                                  [--threads N] [--precisions fp32 bf16] [--compile]
 
 In one run: fp32 and bf16 autocast, each with contiguous and channels_last_3d tensors, each with
 the batch in one pass and in micro-batches whose gradients are accumulated (what `dsmscale train`
-does: TrainConfig.micro_batch), then bf16 + channels_last_3d at the --sweep micro-batch sizes,
-and torch.compile of the best eager variant with --compile; on random 40³ batches with the full
-loss (seg + cls + rec). Also measures the bf16 matmul peak and reports the fraction of it
-reached (DSM-Net costs 9.88 GFLOP per training sample at 40³).
-Last stdout line: one JSON object.
+does: TrainConfig.micro_batch), then the fastest precision + channels_last_3d at the --sweep
+micro-batch sizes, and torch.compile of the best eager variant with --compile; on random 40³
+batches with the full loss (seg + cls + rec). bf16 is timed by default only where training would
+use it (`dsmscale.hardware.resolve_precision`: a CPU with AMX or AVX-512-bf16); elsewhere autocast
+emulates it at a fraction of fp32's speed. Also measures the matmul peak of the best variant's
+precision and reports the fraction of it reached (DSM-Net costs 9.88 GFLOP per training sample
+at 40³). Last stdout line: one JSON object.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 import torch
 from _bench import emit
 
-from dsmscale.hardware import CPU_MICRO_BATCH, configure_threads
+from dsmscale.hardware import CPU_MICRO_BATCH, configure_threads, resolve_precision
 from dsmscale.models import DSMNet
 from dsmscale.train import TrainStep
 
@@ -64,12 +66,19 @@ def main() -> None:
                         help="further micro-batch sizes timed in bf16 + channels_last_3d")
     parser.add_argument("--steps", type=int, default=3, help="timed optimiser steps")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=None,
+                        help="precisions to time (default: fp32, and bf16 where the CPU has it)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     args = parser.parse_args()
     threads = configure_threads(args.threads)
+    native = resolve_precision("auto", torch.device("cpu"))
+    precisions = args.precisions or ["fp32"] + (["bf16"] if native == "bf16" else [])
+    if "bf16" not in precisions:
+        print("bf16 not timed: this CPU has no native bf16 (AMX / AVX-512-bf16), so training "
+              "runs fp32 (--precisions fp32 bf16 times the emulation anyway)", flush=True)
     results = {}
     variants = {}
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         for channels_last in (False, True):
             for micro in (None, args.micro_batch):
                 key = (precision + ("_cl3d" if channels_last else "")
@@ -77,10 +86,11 @@ def main() -> None:
                 variants[key] = (precision, channels_last, micro)
                 results[key] = samples_per_s(precision, channels_last, args.batch, args.steps, micro)
                 print(f"{key:>18}: {results[key]:6.2f} samples/s", flush=True)
+    fastest = variants[max(results, key=results.get)][0]
     for micro in sorted(set(args.sweep) - {args.micro_batch}):
-        key = f"bf16_cl3d_micro{micro}"
-        variants[key] = ("bf16", True, micro)
-        results[key] = samples_per_s("bf16", True, args.batch, args.steps, micro)
+        key = f"{fastest}_cl3d_micro{micro}"
+        variants[key] = (fastest, True, micro)
+        results[key] = samples_per_s(fastest, True, args.batch, args.steps, micro)
         print(f"{key:>18}: {results[key]:6.2f} samples/s", flush=True)
     best = max(results, key=results.get)
     if args.compile:
@@ -88,16 +98,18 @@ def main() -> None:
                                                     variants[best][2], compile_model=True)
         print(f"{best + '_compiled':>18}: {results[best + '_compiled']:6.2f} samples/s")
         best = max(results, key=results.get)
-    peak_bf16 = matmul_peak_gflops(torch.bfloat16)
-    peak_fp32 = matmul_peak_gflops(torch.float32)
+    peaks = {p: matmul_peak_gflops(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[p]))
+             for p in precisions}
+    best_precision = variants[best][0]
     emit({
         "threads": threads, "batch": args.batch, "micro_batch": args.micro_batch,
-        "samples_s": results,
-        "fp32_samples_s": results["fp32"], "best_samples_s": results[best], "best_config": best,
-        "bf16_matmul_gflops": peak_bf16, "fp32_matmul_gflops": peak_fp32,
-        "peak_fraction": results[best] * TRAIN_GFLOP_PER_SAMPLE / peak_bf16,
-        "micro_over_whole_bf16_cl3d": results[f"bf16_cl3d_micro{args.micro_batch}"]
-        / results["bf16_cl3d"],
+        "native_precision": native, "samples_s": results,
+        "fp32_samples_s": results.get("fp32"), "best_samples_s": results[best], "best_config": best,
+        **{f"{p}_matmul_gflops": peak for p, peak in peaks.items()},
+        "peak_fraction": results[best] * TRAIN_GFLOP_PER_SAMPLE / peaks[best_precision],
+        "peak_precision": best_precision,
+        "micro_over_whole_cl3d": results[f"{best_precision}_cl3d_micro{args.micro_batch}"]
+        / results[f"{best_precision}_cl3d"],
     })
 
 
