@@ -140,6 +140,8 @@ def test_dataset_layout_and_splits(dataset):
         assert summary["snr_measured"][name] == pytest.approx(cfg_snr(name), rel=0.1)
     assert (out / "tomogram_slices.png").is_file() and (out / "classes_A.png").is_file()
     assert (out / "truth" / "tomo_000.star").is_file()
+    assert summary["environment"]["numpy"] == np.__version__  # what the draws depended on
+    assert set(summary["environment"]) == {"python", "dsmscale", "numpy", "scipy", "gemmi"}
     from dsmscale.io.omezarr import open_tomogram
 
     assert open_tomogram(out / "tomograms" / "tomo_000_A.zarr").shape == SMALL.shape_zyx

@@ -18,14 +18,17 @@ Layout of ``OUTPUT``::
     datasets/{A,B}/mask.zarr           (N, 40, 40, 40) uint8 target mask
     datasets/{A,B}/particles.parquet   index, particle_id, tomogram, class_name, class_index,
                                        z, y, x, rot, tilt, psi, split
-    summary.json                       counts per class and split, measured SNRs, timings
+    summary.json                       counts per class and split, measured SNRs, timings, and the
+                                       versions of the libraries the simulation drew on
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +95,18 @@ def truth_table(sim: SimulatedTomogram, name: str, id_offset: int):
                           ids=np.arange(len(p)) + id_offset, rot=angles[:, 0], tilt=angles[:, 1],
                           psi=angles[:, 2], class_name=classes,
                           class_index=p.class_index.astype(np.int64))
+
+
+#: Libraries whose versions can change what one seed simulates (random streams, rotations,
+#: atomic models), recorded in summary.json.
+SIMULATION_LIBRARIES = ("dsmscale", "numpy", "scipy", "gemmi")
+
+
+def library_versions() -> dict[str, str]:
+    """Python's and `SIMULATION_LIBRARIES`' versions: under other versions the same seed may
+    simulate different data."""
+    return {"python": platform.python_version()} | {
+        name: metadata.version(name) for name in SIMULATION_LIBRARIES}
 
 
 def _assign_splits(classes: np.ndarray, fractions, holdout, seed: int) -> np.ndarray:
@@ -187,7 +202,7 @@ def _build(config: SimulateConfig, out: Path, progress: bool) -> dict:
         "snr_measured": {n: float(np.mean(v)) for n, v in snr_measured.items()},
         "volume_fraction": float(np.mean(fractions)), "defocus_um": defocus,
         "per_class": {c: {s: int(v) for s, v in row.items()} for c, row in counts.iterrows()},
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": time.perf_counter() - t0, "environment": library_versions(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if config.figures:
