@@ -73,6 +73,7 @@ def write_results(rows: list[dict], data: Path, command: str, results: Path, pla
     _write(results / "reproduction.json", json.dumps(rows, indent=2))
     table = [r for r in rows if not r.get("variant")]
     lines = header_lines(rows, data, command, schedule) + main_table_lines(table)
+    lines += test_split_lines(table, data)
     lines += target_lines(table)
     lines += loss_ratio_lines(table)
     lines += convergence_lines(table)
@@ -204,22 +205,31 @@ def main_table_lines(table: list[dict]) -> list[str]:
             f"{_fmt(r['obj_acc'])} / {_fmt(paper[2], 1)} | "
             f"{_fmt(r.get('fsc_resolution_nm'), 1)} | {_converged(r)} | "
             f"{r['epochs']} | {r['n_test']} | {r['threads']} | {r['wall_s'] / 60:.0f} |")
-    return lines + test_split_lines(table)
+    return lines
 
 
-def test_split_lines(table: list[dict]) -> list[str]:
-    """A warning when rows were scored on test splits of different sizes (the dataset folder held
-    a different simulation when they ran), naming the rows outside the largest group."""
+def test_split_lines(table: list[dict], data: Path) -> list[str]:
+    """Warnings when rows were scored on test splits of different sizes (naming the rows outside
+    the largest group), or of another size than the dataset folder holds now, from which the
+    target sizes and shares below are measured: the folder then held another simulation."""
     groups: dict[int, list[str]] = {}
     for r in table:
         groups.setdefault(r["n_test"], []).append(f"{r['dataset']} {r['model']} {r['loss_ratio']}")
-    if len(groups) < 2:
-        return []
-    common = max(groups, key=lambda n: len(groups[n]))
-    return ["", "Not every row saw the same test split (the dataset folder held a different "
-            "simulation when they ran): " + "; ".join(
-                f"{n} boxes: " + (f"{len(names)} rows" if n == common else ", ".join(names))
-                for n, names in sorted(groups.items())) + "."]
+    lines = []
+    if len(groups) > 1:
+        common = max(groups, key=lambda n: len(groups[n]))
+        lines += ["", "Not every row saw the same test split (the dataset folder held a different "
+                  "simulation when they ran): " + "; ".join(
+                      f"{n} boxes: " + (f"{len(names)} rows" if n == common else ", ".join(names))
+                      for n, names in sorted(groups.items())) + "."]
+    now = {ds: len(test_target_voxels(data / ds)[0]) for ds in sorted({r["dataset"] for r in table})}
+    other = sorted({r["n_test"] for r in table if r["n_test"] != now[r["dataset"]]})
+    if other:
+        lines += ["", "The dataset folder now holds another simulation (test boxes: " + ", ".join(
+            f"{ds} {n}" for ds, n in now.items()) + ") than the rows scored on "
+            + " or ".join(map(str, other)) + " boxes saw: the target sizes and shares below are "
+            "measured from the folder."]
+    return lines
 
 
 def _converged(row: dict) -> str:

@@ -25,7 +25,7 @@ def _row(model, obj_acc=None, miou=None, pix_acc=None, variant=None, run_hash="r
             "miou": miou, "obj_acc": obj_acc, "fsc_resolution_nm": None, "converged": True,
             "train_loss_first_last": [3.0, 1.0],
             "epochs": 2, "best_epoch": 1, "wall_s": 60.0, "precision": "bf16", "threads": 1, "commit": "abc",
-            "run_hash": run_hash, "variant": variant, "n_test": 352}
+            "run_hash": run_hash, "variant": variant, "n_test": 9}
 
 
 def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_dataset):
@@ -42,10 +42,12 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
             _row("dsmnet", 0.91, 0.80, 0.996, loss_ratio="1:1:1"),
             _row("dsmnet", 0.70, 0.84, 0.997, loss_ratio="1:100:1"),
             _row("dsmnet", 0.72, 0.83, 0.997, loss_ratio="1:2:1"),
-            _row("dsrf3d_v2", 0.05) | {"converged": False, "train_loss_first_last": [3.1, 3.0],
-                                       "n_test": 354},
+            _row("dsrf3d_v2", 0.05) | {"converged": False, "train_loss_first_last": [3.1, 3.0]},
             _row("dsmnet", 0.93, 0.85, 0.997, variant="augment=True", run_hash="aug")
             | {"f1_per_class": f1["aug"]}]
+    n_test = (pd.read_parquet(tiny_dataset / "particles.parquet")["split"] == "test").sum()
+    for r in rows:  # the dataset folder's test split, but DSRF3D-v2 saw another simulation
+        r["n_test"] = int(n_test) + 2 * (r["model"] == "dsrf3d_v2")
     results = tmp_path / "results"
     report.write_results(rows, tiny_dataset.parent, "cmd", results, planned=16,
                          schedule="a schedule")
@@ -57,9 +59,11 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     assert "9 of 16 rows have not run yet" in md
     assert ("- A: did not converge — training loss 3.1 → 3 over 2 epochs; test object accuracy "
             "5.00 %.") in md
-    assert "| no (training loss 3.09 → 3.01) | 2 | 352 |" in md
-    assert ("(the dataset folder held a different simulation when they ran): 352 boxes: 6 rows; "
-            "354 boxes: A dsrf3d_v2 1:10:1.") in md
+    assert f"| no (training loss 3.09 → 3.01) | 2 | {n_test} |" in md
+    assert ("(the dataset folder held a different simulation when they ran): "
+            f"{n_test} boxes: 6 rows; {n_test + 2} boxes: A dsrf3d_v2 1:10:1.") in md
+    assert (f"The dataset folder now holds another simulation (test boxes: A {n_test}) than the "
+            f"rows scored on {n_test + 2} boxes saw") in md
     ratio_rows = [line for line in md.splitlines() if line.startswith("| A | 1:")]
     assert [line.split(" | ")[1] for line in ratio_rows] == ["1:1:1", "1:2:1", "1:10:1", "1:100:1"]
     assert "- A: best mIoU at 1:10:1, best object accuracy at 1:1:1." in md
