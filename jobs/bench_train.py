@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=CPU_MICRO_BATCH,
                         help="boxes per pass when split (default: dsmscale's CPU default)")
     parser.add_argument("--sweep", type=int, nargs="*", default=[4, 16, 32],
-                        help="further micro-batch sizes timed in bf16 + channels_last_3d")
+                        help="further micro-batch sizes timed in the fastest precision + channels_last_3d")
     parser.add_argument("--steps", type=int, default=3, help="timed optimiser steps")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=None,
