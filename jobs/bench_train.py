@@ -98,8 +98,8 @@ def main() -> None:
                                                     variants[best][2], compile_model=True)
         print(f"{best + '_compiled':>18}: {results[best + '_compiled']:6.2f} samples/s")
         best = max(results, key=results.get)
-    peaks = {p: matmul_peak_gflops(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[p]))
-             for p in precisions}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = {p: matmul_peak_gflops(dtypes[p]) for p in precisions}
     best_precision = variants[best][0]
     emit({
         "threads": threads, "batch": args.batch, "micro_batch": args.micro_batch,

@@ -25,7 +25,7 @@ def _row(model, obj_acc=None, miou=None, pix_acc=None, variant=None, run_hash="r
             "miou": miou, "obj_acc": obj_acc, "fsc_resolution_nm": None, "converged": True,
             "train_loss_first_last": [3.0, 1.0],
             "epochs": 2, "best_epoch": 1, "wall_s": 60.0, "precision": "bf16", "threads": 1, "commit": "abc",
-            "run_hash": run_hash, "variant": variant, "n_test": 9}
+            "run_hash": run_hash, "variant": variant}
 
 
 def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_dataset):
