@@ -186,10 +186,23 @@ def header_lines(rows: list[dict], data: Path, command: str, schedule: str) -> l
         + ", ".join(f"SNR {name} {value:.3f}" for name, value in snr.items())
         + f"; test split = {sim.get('split_fractions', [0, 0, float('nan')])[2]:.0%} "
         "stratified.  ",
-        f"Schedule (every row): {schedule}, autocast precision "
-        f"{'/'.join(sorted({r['precision'] for r in rows}))}. The paper trained up to 100 epochs. "
+        f"Schedule (every row): {schedule}, {precision_text(rows)}. The paper trained up to 100 "
+        "epochs. "
         "Wall time is per row with its torch threads (a machine of 2 cores may run two 1-thread "
         "rows at once).", ""]
+
+
+def precision_text(rows: list[dict]) -> str:
+    """The autocast precision most rows trained in, naming the rows that trained in another."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        name = " ".join(filter(None, (r["dataset"], r["model"], r["loss_ratio"], r.get("variant"))))
+        groups.setdefault(r["precision"], []).append(name)
+    common = max(groups, key=lambda p: len(groups[p]))
+    others = "; ".join(f"{p}: {', '.join(names)}" for p, names in sorted(groups.items())
+                       if p != common)
+    return ("autocast precision auto (bf16 where the hardware has it natively, else fp32): "
+            + common + (f" ({others})" if others else ""))
 
 
 def main_table_lines(table: list[dict]) -> list[str]:

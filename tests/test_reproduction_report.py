@@ -42,7 +42,8 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
             _row("dsmnet", 0.91, 0.80, 0.996, loss_ratio="1:1:1"),
             _row("dsmnet", 0.70, 0.84, 0.997, loss_ratio="1:100:1"),
             _row("dsmnet", 0.72, 0.83, 0.997, loss_ratio="1:2:1"),
-            _row("dsrf3d_v2", 0.05) | {"converged": False, "train_loss_first_last": [3.1, 3.0]},
+            _row("dsrf3d_v2", 0.05) | {"converged": False, "train_loss_first_last": [3.1, 3.0],
+                                       "precision": "fp32"},
             _row("dsmnet", 0.93, 0.85, 0.997, variant="augment=True", run_hash="aug")
             | {"f1_per_class": f1["aug"]}]
     n_test = (pd.read_parquet(tiny_dataset / "particles.parquet")["split"] == "test").sum()
@@ -57,6 +58,8 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     assert "- A: DSM-Net mIoU above the Seg subnet's: 86.00 vs 87.00 — missed by 1.00 points" in md
     assert "- B: DSM-Net object accuracy ≥ 54 %: pending (row not run yet)" in md
     assert "9 of 16 rows have not run yet" in md
+    assert ("a schedule, autocast precision auto (bf16 where the hardware has it natively, else "
+            "fp32): bf16 (fp32: A dsrf3d_v2 1:10:1).") in md
     assert ("- A: did not converge — training loss 3.1 → 3 over 2 epochs; test object accuracy "
             "5.00 %.") in md
     assert f"| no (training loss 3.09 → 3.01) | 2 | {n_test} |" in md
