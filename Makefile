@@ -11,9 +11,10 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip
 
 # torch==2.13.0 first (a CPU build on this machine kind); the project then accepts it (torch>=2.4).
-$(STAMP): $(BIN)/python pyproject.toml
+# deploy/constraints.txt pins the libraries the simulator's output depends on.
+$(STAMP): $(BIN)/python pyproject.toml deploy/constraints.txt
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install -e ".[test]" -c deploy/constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)

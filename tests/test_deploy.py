@@ -12,6 +12,7 @@ import ray
 import yaml
 
 from dsmscale.infer.config import RunConfig
+from dsmscale.simulate.dataset import SIMULATION_LIBRARIES
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 REPO = DEPLOY.parent
@@ -115,3 +116,15 @@ def test_dockerfile_runtime_env_job_and_readme():
                    "kubectl port-forward", "dsmscale-shared"):
         assert needed in readme
     _check_entrypoint("python jobs/process_dataset.py --config deploy/job.yaml")
+
+
+def test_constraints_pin_every_library_the_simulation_depends_on():
+    """`make install` and the image pin the libraries whose versions change what one seed
+    simulates, so the same seed gives the same data wherever dsmscale is installed that way."""
+    pins = dict(line.split("==") for line in (DEPLOY / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert set(SIMULATION_LIBRARIES) - {"dsmscale"} <= set(pins)
+    assert all(re.fullmatch(r"\d+(\.\d+)+", version) for version in pins.values()), pins
+    makefile = (REPO / "Makefile").read_text()
+    assert '-e ".[test]" -c deploy/constraints.txt' in makefile
+    assert "-e . -c deploy/constraints.txt" in (DEPLOY / "Dockerfile").read_text()
