@@ -64,11 +64,12 @@ def _fmt(value, scale=100.0):
     return f"{value * scale:.2f}"
 
 
-def write_results(rows: list[dict], data: Path, command: str, results: Path, planned: int,
-                  schedule: str) -> None:
+def write_results(rows: list[dict], data: Path, command: str, results: Path,
+                  pending: list[dict], schedule: str) -> None:
     """results/reproduction.{json,md,png} from the finished rows (common procedure and tried),
-    which hold all the tables need; ``planned`` counts the rows of the common procedure and
-    ``schedule`` says how every row was trained."""
+    which hold all the tables need; ``pending`` holds the common procedure's unfinished rows and
+    how far each has trained (`reproduce_paper.pending_rows`), ``schedule`` how every row was
+    trained."""
     results.mkdir(exist_ok=True)
     _write(results / "reproduction.json", json.dumps(rows, indent=2))
     table = [r for r in rows if not r.get("variant")]
@@ -77,9 +78,7 @@ def write_results(rows: list[dict], data: Path, command: str, results: Path, pla
     lines += target_lines(table)
     lines += loss_ratio_lines(table)
     lines += convergence_lines(table)
-    if len(table) < planned:
-        lines += ["", f"{planned - len(table)} of {planned} rows have not run yet; rerun the "
-                      "command to continue (finished rows are cached)."]
+    lines += pending_lines(pending, len(table) + len(pending))
     lines += last_epoch_lines(table)
     lines += share_lines(table, data)
     lines += tried_lines(rows)
@@ -87,6 +86,26 @@ def write_results(rows: list[dict], data: Path, command: str, results: Path, pla
     if comparison_figure(table, results / "reproduction.png"):
         lines += ["", "![ours against the paper's](reproduction.png)"]
     _write(results / "reproduction.md", "\n".join(lines) + "\n")
+
+
+def pending_lines(pending: list[dict], planned: int) -> list[str]:
+    """The rows that have not finished and how far each has trained."""
+    if not pending:
+        return []
+    lines = ["", f"{len(pending)} of {planned} rows have not finished; rerun the command to "
+                 "continue (finished rows are cached, a row in training resumes from its last "
+                 "epoch):", ""]
+    for p in pending:
+        name = f"- {p['dataset']} {p['model']} {p['loss_ratio']}"
+        if not p["epochs"]:
+            lines.append(f"{name}: not started")
+            continue
+        first, last = p["train_loss_first_last"]
+        lines.append(f"{name}: {p['epochs']} of at most {p['max_epochs']} epochs trained (run "
+                     f"`{p['run_hash']}`, {p['precision']}, {p['threads']} threads); training "
+                     f"loss {first:.3f} → {last:.3f}, validation object accuracy "
+                     f"{_fmt(p['val_obj_acc'])} % at the last epoch")
+    return lines
 
 
 def loss_ratio_lines(table: list[dict]) -> list[str]:

@@ -107,6 +107,12 @@ def _variant(changes: dict | None) -> str | None:
     return ", ".join(f"{k}={v}" for k, v in changes.items()) if changes else None
 
 
+def row_name(config) -> dict:
+    """A row's dataset, model and loss ratio cls:seg:rec (e.g. '1:10:1'), from its config."""
+    return {"dataset": Path(config.dataset).name, "model": config.model,
+            "loss_ratio": ":".join(f"{w:g}" for w in config.loss_weights)}
+
+
 def run_row(config, variant: str | None = None) -> dict:
     """Train (or resume) and evaluate one row; cached in OUTPUT/result.json."""
     from dsmscale.checkpoints import load_checkpoint
@@ -125,9 +131,7 @@ def run_row(config, variant: str | None = None) -> dict:
     ckpt = load_checkpoint(out / "best.pt")
     history = result["history"]
     row = {
-        "dataset": Path(config.dataset).name, "model": config.model,
-        "loss_ratio": ":".join(f"{w:g}" for w in config.loss_weights),
-        **{k: metrics.get(k) for k in SCORES},
+        **row_name(config), **{k: metrics.get(k) for k in SCORES},
         "converged": converged(history, ckpt["heads"], ckpt["n_classes"]),
         "epochs": len(history), "best_epoch": int(ckpt["epoch"]) + 1,
         "wall_s": sum(h["epoch_s"] for h in history), "precision": history[-1]["precision"],
@@ -161,6 +165,31 @@ def finished_rows(plan: list[tuple], data: Path, workdir: Path,
     return rows
 
 
+def pending_rows(plan: list[tuple], data: Path, workdir: Path,
+                 recorded: dict[str, dict]) -> list[dict]:
+    """The planned rows that have not finished, in plan order, with how far each has trained:
+    the epochs in its run folder's history.json (none when it has not started), the first and
+    last training loss and the last validation object accuracy."""
+    pending = []
+    for row in plan:
+        config = row_config(data, workdir, *row)
+        out = Path(config.output)
+        if (out / "result.json").is_file() or config.run_hash() in recorded:
+            continue
+        history = (json.loads((out / "history.json").read_text())
+                   if (out / "history.json").is_file() else [])
+        progress = {"epochs": len(history), "max_epochs": config.max_epochs,
+                    "run_hash": config.run_hash()}
+        if history:
+            progress |= {"train_loss_first_last": [history[0]["train_total"],
+                                                   history[-1]["train_total"]],
+                         "val_obj_acc": history[-1].get("val_obj_acc"),
+                         "precision": history[-1]["precision"],
+                         "threads": history[-1]["threads"]}
+        pending.append(row_name(config) | progress)
+    return pending
+
+
 def row_record(out: Path, dataset: str) -> dict:
     """A finished row's result.json with all the tables take from its run folder, so that
     results/reproduction.json alone rebuilds them: its threads (rows cached before results
@@ -190,6 +219,16 @@ def last_epoch_scores(out: Path, dataset: str) -> dict:
     metrics = (json.loads(cached.read_text()) if cached.is_file() else
                evaluate_checkpoint(out / "last.pt", dataset, "test", out / "eval_last", threads=1))
     return {k: metrics.get(k) for k in SCORES}
+
+
+def write_tables(every: list[tuple], args, command: str, recorded: dict[str, dict],
+                 schedule: str) -> list[dict]:
+    """results/ from the finished rows and the progress of the common procedure's others; the
+    finished rows."""
+    rows = finished_rows(every, args.data, args.workdir, recorded)
+    pending = pending_rows(every[:len(ROWS)], args.data, args.workdir, recorded)
+    write_results(rows, args.data, command, args.results, pending, schedule)
+    return rows
 
 
 def main() -> None:
@@ -237,10 +276,8 @@ def main() -> None:
             print(f"{row['dataset']} {row['model']} {row['loss_ratio']} {variant or ''}: "
                   f"obj_acc {row['obj_acc']} miou {row['miou']} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-            write_results(finished_rows(every, args.data, args.workdir, recorded), args.data,
-                          command, args.results, len(ROWS), schedule)
-    rows = finished_rows(every, args.data, args.workdir, recorded)
-    write_results(rows, args.data, command, args.results, len(ROWS), schedule)
+            write_tables(every, args, command, recorded, schedule)
+    rows = write_tables(every, args, command, recorded, schedule)
     print(json.dumps(rows[-1] if rows else {}))
 
 

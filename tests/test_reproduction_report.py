@@ -50,14 +50,21 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     for r in rows:  # the dataset folder's test split, but DSRF3D-v2 saw another simulation
         r["n_test"] = int(n_test) + 2 * (r["model"] == "dsrf3d_v2")
     results = tmp_path / "results"
-    report.write_results(rows, tiny_dataset.parent, "cmd", results, planned=16,
-                         schedule="a schedule")
+    training = {"dataset": "B", "model": "dsrf3d_v2", "loss_ratio": "1:10:1", "epochs": 5,
+                "max_epochs": 24, "run_hash": "d18a", "train_loss_first_last": [3.2521, 3.0922],
+                "val_obj_acc": 0.0452, "precision": "fp32", "threads": 2}
+    waiting = {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 0}
+    report.write_results(rows, tiny_dataset.parent, "cmd", results,
+                         pending=[training] + [waiting] * 8, schedule="a schedule")
     md = (results / "reproduction.md").read_text()
     assert "- A: DSM-Net object accuracy ≥ 94 %: 90.00 vs 94.00 — missed by 4.00 points" in md
     assert "- A: DSM-Net accuracy above the Cls subnet's: 90.00 vs 80.00 — met" in md
     assert "- A: DSM-Net mIoU above the Seg subnet's: 86.00 vs 87.00 — missed by 1.00 points" in md
     assert "- B: DSM-Net object accuracy ≥ 54 %: pending (row not run yet)" in md
-    assert "9 of 16 rows have not run yet" in md
+    assert "9 of 16 rows have not finished" in md
+    assert ("- B dsrf3d_v2 1:10:1: 5 of at most 24 epochs trained (run `d18a`, fp32, 2 threads); "
+            "training loss 3.252 → 3.092, validation object accuracy 4.52 % at the last epoch") in md
+    assert "- B cls 1:10:1: not started" in md
     assert ("a schedule, autocast precision auto (bf16 where the hardware has it natively, else "
             "fp32): bf16 (fp32: A dsrf3d_v2 1:10:1).") in md
     assert ("- A: did not converge — training loss 3.1 → 3 over 2 epochs; test object accuracy "
@@ -113,6 +120,18 @@ def test_finished_rows_read_run_folders_and_keep_recorded_rows_whose_folder_is_g
         [{"val_total": 1.0, "val_obj_acc": 0.5, "threads": 2},
          {"val_total": 0.9, "val_obj_acc": 0.6, "threads": 2}]))
     (on_disk / "eval" / "metrics.json").write_text(json.dumps({"f1_per_class": {"1BXN": 0.5}}))
+    training = workdir / "runs" / hashes[2]  # the B row has trained one epoch
+    training.mkdir(parents=True)
+    (training / "history.json").write_text(json.dumps(
+        [{"train_total": 3.2, "val_obj_acc": 0.05, "precision": "fp32", "threads": 1}]))
+    assert reproduce.pending_rows(plan, data, workdir, recorded) == [
+        {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 1, "max_epochs": 24,
+         "run_hash": hashes[2], "train_loss_first_last": [3.2, 3.2], "val_obj_acc": 0.05,
+         "precision": "fp32", "threads": 1}]
+    (training / "history.json").unlink()
+    assert reproduce.pending_rows(plan, data, workdir, {})[1:] == [  # not started: no history
+        {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 0, "max_epochs": 24,
+         "run_hash": hashes[2]}]
     rows = reproduce.finished_rows(plan, data, workdir, recorded)
     assert rows == [{"run_hash": hashes[0], "source": "record"},  # the B row is neither: left out
                     {"run_hash": hashes[1], "best_epoch": 1, "variant": "augment=True",
