@@ -361,7 +361,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     history, best, start_epoch, stale = [], math.inf, 0, 0
     last = out / "last.pt"
     if last.is_file():
-        ckpt = load_checkpoint(last)
+        ckpt = load_checkpoint(last, resume=True)
         if ckpt["run_hash"] != config.run_hash():
             raise InputError(last, "belongs to a different run config (use another output)")
         if ckpt.get("teacher_run_hash") != teacher_run:  # e.g. 'default' now names another model

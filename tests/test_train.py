@@ -46,9 +46,21 @@ def test_broken_checkpoints(tiny_dataset, tmp_path):
     good = tmp_path / "cls" / "best.pt"
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good.read_bytes()[:5000])
-    with pytest.raises(InputError, match="cut.pt: not a readable checkpoint"):
+    with pytest.raises(InputError, match="cut.pt: not a checkpoint: torch.save writes a zip"):
         load_checkpoint(cut)
     other = load_checkpoint(good)
+    slim = tmp_path / "slim.pt"  # usable (as shipped models are) but not resumable
+    torch.save({k: other[k] for k in ("format", "model", "heads", "n_classes", "classes",
+                                      "state_dict")}, slim)
+    assert load_checkpoint(slim)["model"] == "cls"
+    with pytest.raises(InputError, match="slim.pt: incomplete checkpoint: no run_hash, epoch"):
+        load_checkpoint(slim, resume=True)
+    torch.save({"format": "dsmscale-checkpoint-1"}, slim)
+    with pytest.raises(InputError, match="slim.pt: incomplete checkpoint: no model, heads, "):
+        load_checkpoint(slim)
+    torch.save(other | {"model": "resnet50"}, slim)
+    with pytest.raises(InputError, match="slim.pt: unknown model 'resnet50'; dsmscale builds"):
+        load_checkpoint(slim)
     other["model"] = "dsmnet"  # a Cls-subnet state dict presented as the full DSM-Net
     with pytest.raises(InputError, match="do not fit model 'dsmnet'"):
         model_from_checkpoint(other, good)
