@@ -144,7 +144,7 @@ def _other_architecture(tmp, checkpoint):
 def _truncated_checkpoint(tmp, checkpoint):
     data = Path(checkpoint).read_bytes()
     (tmp / "cut.pt").write_bytes(data[: len(data) // 2])
-    return tmp / "cut.pt", "not a readable checkpoint"
+    return tmp / "cut.pt", "not a checkpoint: torch.save writes a zip archive"
 
 
 def _not_a_checkpoint(tmp, checkpoint):
@@ -152,8 +152,14 @@ def _not_a_checkpoint(tmp, checkpoint):
     return tmp / "plain.pt", "not a dsmscale checkpoint"
 
 
+def _incomplete_checkpoint(tmp, checkpoint):
+    torch.save({"format": "dsmscale-checkpoint-1", "model": "dsmnet"}, tmp / "bare.pt")
+    return tmp / "bare.pt", "incomplete checkpoint: no heads, n_classes, classes, state_dict"
+
+
 RUN_CHECKPOINT_CASES = {"other architecture": _other_architecture,
-                        "truncated": _truncated_checkpoint, "foreign file": _not_a_checkpoint}
+                        "truncated": _truncated_checkpoint, "foreign file": _not_a_checkpoint,
+                        "incomplete": _incomplete_checkpoint}
 
 
 def _run_yaml(tmp, store, **keys) -> Path:
