@@ -59,6 +59,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     full = open_tomogram(args.tomogram, 0)
     table = read_particles(args.particles, args.voxel_size, full.shape, full.voxel_size_a)
     plan = plan_extraction(tomo, table, args.box, args.edge)
+    if plan.n_particles == 0:
+        raise InputError(args.particles, f"all {len(plan.skipped_ids)} particles' boxes cross the "
+                                         "volume edge and --edge is 'skip' (use --edge pad)")
     batches = (b for u in plan.units for b in extract_unit(tomo, u, args.box, 64, args.normalise))
     out = write_subtomograms(_progress(batches, plan.n_particles), plan.n_particles, args.box,
                              args.output, {"tomogram": str(args.tomogram),

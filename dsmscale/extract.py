@@ -112,7 +112,9 @@ def plan_extraction(
         InputError: empty table, voxel-size mismatch, or centres outside the volume.
     """
     if box < 2 or box > min(tomogram.shape):
-        raise ValueError(f"box {box} must be between 2 and the smallest tomogram edge")
+        raise InputError(tomogram.source, (
+            f"a box of {box} voxels does not fit: it must be 2 to {min(tomogram.shape)} voxels "
+            f"(the smallest edge at level {tomogram.level})"))
     if len(particles) == 0:
         raise InputError(tomogram.source, "particle table is empty")
     particles = particles.at_level(tomogram.level) if particles.level != tomogram.level else particles
@@ -143,7 +145,7 @@ class _RowWindow:
     """
 
     def __init__(self, tomogram: Tomogram, last_row: int):
-        self.array = tomogram.array
+        self.voxels = tomogram.checked
         self.shape = np.asarray(tomogram.shape)
         self.chunk_z = tomogram.chunks[0]
         self.last_row = last_row
@@ -151,7 +153,8 @@ class _RowWindow:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="row-prefetch")
 
     def _read(self, r: int) -> np.ndarray:
-        return np.asarray(self.array[r * self.chunk_z:(r + 1) * self.chunk_z])
+        """Decode row ``r``, checked to decode and to hold only finite voxels."""
+        return self.voxels[r * self.chunk_z:min((r + 1) * self.chunk_z, int(self.shape[0]))]
 
     def advance(self, z: int) -> None:
         """Drop the rows below plane ``z``: boxes come in ascending z, so the next box starting

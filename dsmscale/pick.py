@@ -89,7 +89,7 @@ def pick_particles(
     min_dist = config.min_distance_nm / px_nm
     sign = 1.0 if config.polarity == "bright" else -1.0
     blocks_per_axis = [math.ceil(n / BLOCK) for n in tomo.shape]
-    arr = da.from_zarr(tomo.array).rechunk(
+    arr = da.from_array(tomo.checked, chunks=tomo.chunks).rechunk(
         tuple(math.ceil(n / b) for n, b in zip(tomo.shape, blocks_per_axis, strict=True)))
     size = 2 * int(math.ceil(min_dist)) + 1
     halo = int(math.ceil(4 * s2)) + size // 2

@@ -127,6 +127,60 @@ class Tomogram:
     def chunks(self) -> tuple[int, int, int]:
         return tuple(self.array.chunks)  # type: ignore[return-value]
 
+    @property
+    def checked(self) -> CheckedVoxels:
+        """This level's voxels, read with the checks of `CheckedVoxels`."""
+        return CheckedVoxels(self.array, self.source)
+
+
+@dataclass(frozen=True)
+class CheckedVoxels:
+    """Array-like reads of a tomogram level (``[z, y, x]`` slices; what `dask.array.from_array`
+    needs) that raise `InputError`, naming the store and the region, when a chunk cannot be
+    decoded or the voxels read hold NaN or Inf, instead of passing them on to a model."""
+
+    array: zarr.Array
+    source: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.array.ndim
+
+    def __getitem__(self, key) -> np.ndarray:
+        where = _region_text(key)
+        try:
+            voxels = np.asarray(self.array[key])
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - each codec raises its own type for bad bytes
+            raise InputError(self.source, f"cannot decode the chunks of {where} "
+                                          f"({str(exc).splitlines()[0]})") from exc
+        if not np.isfinite(voxels).all():
+            n = int(np.count_nonzero(~np.isfinite(voxels)))
+            raise InputError(self.source, f"{n} NaN/Inf voxel{'s' * (n != 1)} in {where}")
+        return voxels
+
+
+def _region_text(key) -> str:
+    """'z 0–64, y 0–128' for a tuple of slices (voxels; ends exclusive, as in numpy; an axis
+    taken whole is left out)."""
+    key = key if isinstance(key, tuple) else (key,)
+    parts = []
+    for axis, k in zip("zyx", key, strict=False):
+        if isinstance(k, slice) and (k.start is not None or k.stop is not None):
+            parts.append(f"{axis} {k.start or 0}–{k.stop}")
+        elif not isinstance(k, slice):
+            parts.append(f"{axis} {k}")
+    return ", ".join(parts) if parts else "the whole level"
+
 
 def _multiscale_entry(source: str, group: zarr.Group) -> tuple[dict, str]:
     from ome_zarr_models import open_ome_zarr

@@ -12,6 +12,7 @@ import pytest
 import starfile
 import torch
 import yaml
+import zarr
 
 from dsmscale.errors import InputError
 from dsmscale.io.mrc import write_volume
@@ -125,6 +126,41 @@ def test_extract_rejects(tmp_path, store, case):
     result = run_cli("extract", store, table, "-o", tmp_path / "sub")
     name = "blobs.zarr" if case in ("outside", "voxel mismatch") else Path(table).name
     assert_clean_failure(result, name, problem, tmp_path)
+
+
+def _damaged_store(tmp, store, damage: str) -> Path:
+    """A copy of the blob store whose voxel (40, 60, 70) is NaN, or whose chunk holding it
+    (chunks 32³) is overwritten with random bytes."""
+    copy = tmp / "in" / Path(store).name
+    shutil.copytree(store, copy)
+    if damage == "nan":
+        level0 = zarr.open_array(str(copy / "0"), mode="r+")
+        level0[40, 60, 70] = np.nan
+    else:
+        (copy / "0" / "c" / "1" / "1" / "2").write_bytes(np.random.default_rng(0).bytes(999))
+    return copy
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    ("nan", "1 NaN/Inf voxel in z 32–64"), ("chunk", "cannot decode the chunks of z 32–64")])
+def test_extract_and_pick_reject_a_damaged_store(tmp_path, store, damage, problem):
+    damaged = _damaged_store(tmp_path, store, damage)
+    result = run_cli("extract", damaged, _csv(tmp_path, [[40, 60, 70]]), "-o", tmp_path / "sub")
+    assert_clean_failure(result, "blobs.zarr", problem, tmp_path)
+    result = run_cli("pick", damaged, "-o", tmp_path / "picks.star")
+    assert_clean_failure(result, "blobs.zarr", problem.split(" in z")[0].split(" of z")[0],
+                         tmp_path)
+    assert not (tmp_path / "picks.star").exists()
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--box", "999"], "a box of 999 voxels does not fit: it must be 2 to 96 voxels"),
+    (["--edge", "skip"], "all 2 particles' boxes cross the volume edge and --edge is 'skip'"),
+])
+def test_extract_rejects_options_that_leave_nothing_to_cut(tmp_path, store, args, problem):
+    table = _csv(tmp_path, [[2, 60, 70], [40, 60, 3]])
+    result = run_cli("extract", store, table, "-o", tmp_path / "sub", *args)
+    assert_clean_failure(result, "blobs.zarr" if "--box" in args else "p.csv", problem, tmp_path)
 
 
 def test_bad_config_is_one_line(tmp_path):
