@@ -7,6 +7,7 @@ Inputs are normalised per box (zero mean, unit variance, exactly as extraction w
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import pandas as pd
 import torch
 import zarr
 
+from dsmscale.checkpoints import model_grid
 from dsmscale.errors import InputError
 from dsmscale.extract import normalise_boxes
 
@@ -71,24 +73,54 @@ def dataset_classes(dataset: str | os.PathLike) -> list[str]:
     return list(train.sort_values("class_index")["class_name"].drop_duplicates())
 
 
-def dataset_voxel_size_a(dataset: str | os.PathLike) -> float:
-    """The voxel size (Å) of a dataset's boxes, recorded by the simulator on its arrays."""
-    path = Path(dataset) / "subtomograms.zarr"
+#: The arrays of a dataset folder, each (N, B, B, B) and indexed by the table's ``index``.
+ARRAYS = ("subtomograms", "mask", "density")
+#: The columns of a dataset folder's particles.parquet that training and evaluation read.
+COLUMNS = ("index", "split", "class_name", "class_index")
+
+
+def dataset_grid(dataset: str | os.PathLike) -> tuple[int, float]:
+    """The box edge (voxels) and voxel size (Å) of a dataset's boxes, the latter recorded by the
+    simulator on its arrays."""
+    array = _array(Path(dataset), "subtomograms")
+    if "voxel_size_a" not in array.attrs:
+        raise InputError(Path(dataset) / "subtomograms.zarr", "records no voxel_size_a (made by "
+                         "an older dsmscale: simulate the dataset again)")
+    return int(array.shape[-1]), float(array.attrs["voxel_size_a"])
+
+
+def check_model_fits(ckpt: dict, checkpoint: str | os.PathLike,
+                     dataset: str | os.PathLike) -> float:
+    """Check that a checkpoint's network was trained on boxes of the dataset's edge and voxel
+    size (`model_grid`); return the voxel size (Å)."""
+    box, voxel_size_a = dataset_grid(dataset)
+    trained_box, trained_voxel_a = model_grid(ckpt)
+    if box != trained_box or not math.isclose(voxel_size_a, trained_voxel_a, rel_tol=1e-3):
+        raise InputError(dataset, f"boxes of {box}³ voxels at {voxel_size_a:g} Å, but "
+                         f"{checkpoint} was trained on {trained_box}³ at {trained_voxel_a:g} Å")
+    return voxel_size_a
+
+
+def _array(dataset: Path, name: str) -> zarr.Array:
     try:
-        attrs = zarr.open_array(str(path), mode="r").attrs
+        return zarr.open_array(str(dataset / f"{name}.zarr"), mode="r")
     except FileNotFoundError as exc:
-        raise InputError(dataset, "not a dataset folder (no subtomograms.zarr)") from exc
-    if "voxel_size_a" not in attrs:
-        raise InputError(path, "records no voxel_size_a (made by an older dsmscale: simulate "
-                         "the dataset again)")
-    return float(attrs["voxel_size_a"])
+        raise InputError(dataset, f"not a dataset folder (no {name}.zarr)") from exc
 
 
 def _table(dataset: Path) -> pd.DataFrame:
     path = dataset / "particles.parquet"
     if not path.is_file():
         raise InputError(dataset, "not a dataset folder (no particles.parquet)")
-    return pd.read_parquet(path)
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for broken files
+        raise InputError(path, f"not a readable Parquet table ({str(exc).splitlines()[0]})"
+                         ) from exc
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(path, f"no column {', '.join(missing)}")
+    return table
 
 
 def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list[str],
@@ -108,10 +140,17 @@ def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list
     if rows.empty:
         raise InputError(dataset, f"split {split} has no rows")
     index = rows["index"].to_numpy()
-    arrays = {n: zarr.open_array(str(dataset / f"{n}.zarr"), mode="r")
-              for n in ("subtomograms", "mask", "density")}
-    x = normalise_boxes(np.asarray(arrays["subtomograms"].get_orthogonal_selection((index,)),
-                                   dtype=np.float32))
+    arrays = {n: _array(dataset, n) for n in ARRAYS}
+    for name, array in arrays.items():
+        if index.min() < 0 or index.max() >= array.shape[0]:
+            raise InputError(dataset / f"{name}.zarr", f"holds {array.shape[0]} boxes, but "
+                             f"particles.parquet indexes box {index.max()}")
+    x = np.asarray(arrays["subtomograms"].get_orthogonal_selection((index,)), dtype=np.float32)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x.reshape(len(x), -1))).any(1).sum())
+        raise InputError(dataset / "subtomograms.zarr", f"{bad} boxes of split {split} hold "
+                         "NaN/Inf voxels")
+    normalise_boxes(x)
     lookup = {c: i for i, c in enumerate(classes)}
     labels = rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy()
     return SplitData(

@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
-from dsmscale.data import dataset_voxel_size_a, load_split
+from dsmscale.data import check_model_fits, load_split
 from dsmscale.hardware import configure_threads, resolve_precision
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.metrics import fsc_curve, fsc_resolution, segmentation_counts, segmentation_scores
@@ -42,6 +42,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
     configure_threads(threads)
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
+    voxel_size_a = check_model_fits(ckpt, checkpoint, dataset)
     classes = ckpt["classes"]
     data = load_split(dataset, split, classes, density_scale=ckpt["normalisation"]["density_scale"])
     step = TrainStep(model, resolve_precision("auto", torch.device("cpu")), True)
@@ -79,7 +80,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
         mean_curve = fsc_sum / n_fsc
         metrics["fsc_curve"] = mean_curve.tolist()
         metrics["fsc_resolution_nm"] = fsc_resolution(mean_curve, data.x.shape[-1],
-                                                      dataset_voxel_size_a(dataset) / 10)
+                                                      voxel_size_a / 10)
     if output is not None:
         from dsmscale.report.evaluation import confusion_figure, slices_figure
 

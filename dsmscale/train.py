@@ -42,8 +42,9 @@ from dsmscale.data import (
     DENSITY_SCALE,
     WEDGE_ROTATIONS,
     SplitData,
+    check_model_fits,
     dataset_classes,
-    dataset_voxel_size_a,
+    dataset_grid,
     load_split,
     rotate_boxes_180,
 )
@@ -332,13 +333,13 @@ def _teacher(config: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module |
     ckpt = load_checkpoint(path)
     if list(ckpt["classes"]) != list(classes):
         raise InputError(path, "teacher classes differ from the dataset's classes")
+    check_model_fits(ckpt, path, config.dataset)
     return model_from_checkpoint(ckpt, path), ckpt.get("run_hash")
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) a run; returns the final history entry plus the best checkpoint path."""
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
     threads = configure_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -347,9 +348,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     classes = dataset_classes(config.dataset)
     train_data = load_split(config.dataset, "train", classes, config.limit_train)
     val_data = load_split(config.dataset, "val", classes, config.limit_val)
-    grid = {"box": int(train_data.x.shape[-1]), "voxel_size_a": dataset_voxel_size_a(config.dataset)}
+    grid = dict(zip(("box", "voxel_size_a"), dataset_grid(config.dataset), strict=True))
     model = build_model(config.model, len(classes), config.batch_norm)
     teacher, teacher_run = _teacher(config, classes)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
     step = TrainStep(model, precision, config.channels_last, config.lr, config.betas,
                      config.loss_weights, device=device, teacher=teacher,
                      distill_loss=config.distill_loss, temperature=config.temperature,

@@ -312,3 +312,47 @@ def test_errors_from_ray_tasks_come_back_as_one_line(ray_session, kind, line):
     assert error is not None, repr(caught.value)[:800]
     assert one_line(error) == line
     assert user_facing_error(RuntimeError("a bug")) is None  # bugs keep their traceback
+
+
+def _damaged_dataset(tmp, dataset, damage: str) -> Path:
+    """A copy of the tiny dataset with one defect."""
+    copy = tmp / "in" / "A"
+    shutil.copytree(dataset, copy)
+    table = pd.read_parquet(copy / "particles.parquet")
+    if damage == "garbage table":
+        (copy / "particles.parquet").write_bytes(b"not parquet" * 10)
+    elif damage == "no split column":
+        table.drop(columns="split").to_parquet(copy / "particles.parquet")
+    elif damage == "index past the end":
+        table.assign(index=table["index"] + 1000).to_parquet(copy / "particles.parquet")
+    elif damage == "NaN boxes":
+        boxes = zarr.open_array(str(copy / "subtomograms.zarr"), mode="r+")
+        boxes[table.loc[table["split"] == "test", "index"].iloc[0], 3, 4, 5] = np.nan
+        boxes[table.loc[table["split"] == "train", "index"].iloc[0], 3, 4, 5] = np.inf
+    else:  # another voxel size than the model was trained on
+        zarr.open_array(str(copy / "subtomograms.zarr"), mode="r+").attrs["voxel_size_a"] = 20.0
+    return copy
+
+
+DATASET_CASES = {
+    "garbage table": ("particles.parquet", "not a readable Parquet table"),
+    "no split column": ("particles.parquet", "no column split"),
+    "index past the end": ("subtomograms.zarr", "but particles.parquet indexes box"),
+    "NaN boxes": ("subtomograms.zarr", "1 boxes of split test hold NaN/Inf voxels"),
+    "other voxel size": ("A", "boxes of 40³ voxels at 20 Å, but"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATASET_CASES))
+def test_evaluate_and_train_reject_a_damaged_dataset(tmp_path, tiny_dataset, tiny_checkpoint,
+                                                     case):
+    dataset = _damaged_dataset(tmp_path, tiny_dataset, case)
+    name, problem = DATASET_CASES[case]
+    result = run_cli("evaluate", tiny_checkpoint, dataset, "-o", tmp_path / "eval")
+    assert_clean_failure(result, name, problem, tmp_path)
+    assert not (tmp_path / "eval").exists()
+    if case == "other voxel size":  # a new model may train on any voxel size
+        return
+    result = run_cli("train", "--dataset", dataset, "-o", tmp_path / "run", "--max-epochs", "1")
+    assert_clean_failure(result, name, problem.replace("split test", "split train"), tmp_path)
+    assert not (tmp_path / "run").exists()
