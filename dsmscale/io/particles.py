@@ -84,14 +84,27 @@ def pixels_to_angstrom(coords_px: np.ndarray, voxel_size_a: float, level: int) -
         voxel_size_a / factor)
 
 
+def numbers(df: pd.DataFrame, columns: list[str], source) -> np.ndarray:
+    """``df[columns]`` as float64; a value that is no number raises `InputError` naming the
+    column, the row and the value (an empty cell is NaN, left to the caller)."""
+    values = df[columns].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & df[columns].notna()
+    if bad.to_numpy().any():
+        column = bad.any().idxmax()
+        row = bad[column].to_numpy().argmax()
+        raise InputError(source, f"column {column} holds {df[column].iloc[row]!r} (row {row + 1}), "
+                                 "not a number")
+    return values.to_numpy(dtype=float)
+
+
 def validate_particles(df: pd.DataFrame, voxel_size_a: float, source) -> None:
     """Check the table's columns and values; raise `InputError` naming ``source``."""
     missing = [c for c in ["particle_id", "tomogram", *COORDS] if c not in df.columns]
     if missing:
         raise InputError(source, f"particle table lacks columns {missing}")
     if not (np.isfinite(voxel_size_a) and voxel_size_a > 0):
-        raise InputError(source, f"voxel size must be positive, got {voxel_size_a} Å")
-    if not np.isfinite(df[COORDS].to_numpy(dtype=float)).all():
+        raise InputError(source, f"voxel size must be positive, got {voxel_size_a:g} Å")
+    if not np.isfinite(numbers(df, COORDS, source)).all():
         raise InputError(source, "particle coordinates contain NaN/Inf")
     dup = df["particle_id"].duplicated()
     if dup.any():
@@ -138,25 +151,25 @@ def read_star(
         raise InputError(path, "STAR file holds no particle rows")
     voxel_size_a = _pixel_size(path, voxel_size_a, _star_pixel_size(df, blocks.get("optics")))
     if {"rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"} <= set(df.columns):
-        xyz = df[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(dtype=float)
+        xyz = numbers(df, ["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"], path)
     elif {f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"} <= set(df.columns):
         if tomogram_shape_zyx is None:
             raise InputError(path, "RELION 5 centred coordinates need the tomogram shape")
         centre_xyz = np.asarray(tomogram_shape_zyx[::-1], dtype=float) / 2
         cols = [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]
-        xyz = df[cols].to_numpy(dtype=float) / voxel_size_a + centre_xyz
+        xyz = numbers(df, cols, path) / voxel_size_a + centre_xyz
     else:
         raise InputError(path, "STAR file has no coordinate columns "
                                "(rlnCoordinateX/Y/Z or rlnCenteredCoordinateX/Y/ZAngst)")
     tomo_col = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in df.columns), None)
     extra = {}
     if {"rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"} <= set(df.columns):
-        extra.update(rot=df["rlnAngleRot"].to_numpy(float), tilt=df["rlnAngleTilt"].to_numpy(float),
-                     psi=df["rlnAnglePsi"].to_numpy(float))
+        extra.update(zip(ANGLES, numbers(df, ["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"],
+                                         path).T, strict=True))
     if "rlnClassName" in df.columns:
         extra["class_name"] = df["rlnClassName"].astype(str).to_numpy()
     if "rlnAutopickFigureOfMerit" in df.columns:
-        extra["score"] = df["rlnAutopickFigureOfMerit"].to_numpy(float)
+        extra["score"] = numbers(df, ["rlnAutopickFigureOfMerit"], path)[:, 0]
     ids = df["dsmParticleId"].to_numpy() if "dsmParticleId" in df.columns else None
     tomo = df[tomo_col].astype(str).to_numpy() if tomo_col else path.stem
     return _checked(path, lambda: make_particles(xyz[:, ::-1], tomo, voxel_size_a, ids=ids,
@@ -287,6 +300,8 @@ def read_copick(paths: list[str | os.PathLike] | str | os.PathLike, voxel_size_a
     ``paths`` may be files or a copick root, which is searched for ``*/Picks/*.json``.
     """
     files = _copick_files(paths)
+    if not (np.isfinite(voxel_size_a) and voxel_size_a > 0):
+        raise InputError(files[0], f"voxel size must be positive, got {voxel_size_a:g} Å")
     rows = []
     for path in files:
         try:
@@ -294,8 +309,10 @@ def read_copick(paths: list[str | os.PathLike] | str | os.PathLike, voxel_size_a
             points = doc["points"] or []
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InputError(path, f"not a copick picks file ({exc})") from exc
-        for p in points:
-            loc = p["location"]
+        for i, p in enumerate(points):
+            loc = p.get("location") if isinstance(p, dict) else None
+            if not isinstance(loc, dict) or not {"x", "y", "z"} <= set(loc):
+                raise InputError(path, f"pick {i + 1} has no location with x, y and z")
             row = {"tomogram": doc.get("run_name") or Path(path).parts[-3],
                    "class_name": doc.get("pickable_object_name", "particle"),
                    "z": loc["z"] / voxel_size_a, "y": loc["y"] / voxel_size_a,
@@ -347,8 +364,16 @@ def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None) -> Part
         raise InputError(path, f"not a readable CSV file ({str(exc).splitlines()[0]})") from exc
     if df.empty:
         raise InputError(path, "particle table is empty")
-    level = int(df.pop("level").iloc[0]) if "level" in df.columns else 0
-    file_vs = float(df.pop("voxel_size_a").iloc[0]) if "voxel_size_a" in df.columns else None
+    level, file_vs = 0, None
+    if "level" in df.columns:
+        value = float(numbers(df, ["level"], path)[0, 0])
+        if not (np.isfinite(value) and value >= 0 and value.is_integer()):
+            raise InputError(path, f"column level holds {value:g}, not a pyramid level (0, 1, …)")
+        level = int(value)
+        df.pop("level")
+    if "voxel_size_a" in df.columns:
+        file_vs = float(numbers(df, ["voxel_size_a"], path)[0, 0])
+        df.pop("voxel_size_a")
     vs = _pixel_size(path, voxel_size_a, file_vs)
     if "particle_id" not in df.columns:
         df.insert(0, "particle_id", np.arange(len(df), dtype=np.int64))
@@ -377,7 +402,7 @@ def read_particles(
     elif path.suffix == ".csv":
         table = read_csv(path, voxel_size_a)
     elif is_copick(path):
-        grid = voxel_size_a or tomogram_voxel_size_a
+        grid = voxel_size_a if voxel_size_a is not None else tomogram_voxel_size_a
         if grid is None:
             raise InputError(path, "copick picks are in Å: pass the tomogram voxel size")
         table = read_copick(path, grid)

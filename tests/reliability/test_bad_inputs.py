@@ -113,6 +113,19 @@ EXTRACT_CASES = {
         lambda t: starfile.write(pd.DataFrame({"rlnTomoName": ["a"], "rlnImagePixelSize": [8.0]}),
                                  t / "p.star") or t / "p.star",
         "no coordinate columns"),
+    "text coordinate": (lambda t: (t / "p.csv").write_text("z,y,x,voxel_size_a\n10,ten,10,8\n")
+                        and t / "p.csv", "column y holds 'ten' (row 1), not a number"),
+    "empty level": (lambda t: (t / "p.csv").write_text("z,y,x,voxel_size_a,level\n10,10,10,8,\n")
+                    and t / "p.csv", "column level holds nan, not a pyramid level"),
+    "star text coordinate": (
+        lambda t: starfile.write(pd.DataFrame({"rlnCoordinateX": ["abc"], "rlnCoordinateY": [1.0],
+                                               "rlnCoordinateZ": [1.0],
+                                               "rlnImagePixelSize": [8.0]}), t / "p.star")
+        or t / "p.star", "column rlnCoordinateX holds 'abc' (row 1), not a number"),
+    "copick pick without location": (
+        lambda t: (t / "p.json").write_text('{"points": [{"location": {"x": 80, "y": 80, '
+                                            '"z": 80}}, {"score": 1.0}]}') and t / "p.json",
+        "pick 2 has no location with x, y and z"),
     "star without rows": (
         lambda t: (t / "p.star").write_text("data_particles\n\nloop_\n_rlnCoordinateX #1\n")
         and t / "p.star", "no particle rows"),
@@ -126,6 +139,13 @@ def test_extract_rejects(tmp_path, store, case):
     result = run_cli("extract", store, table, "-o", tmp_path / "sub")
     name = "blobs.zarr" if case in ("outside", "voxel mismatch") else Path(table).name
     assert_clean_failure(result, name, problem, tmp_path)
+
+
+def test_extract_rejects_a_zero_voxel_size_for_copick_picks(tmp_path, store):
+    (tmp_path / "p.json").write_text('{"points": [{"location": {"x": 80, "y": 80, "z": 80}}]}')
+    result = run_cli("extract", store, tmp_path / "p.json", "-o", tmp_path / "sub",
+                     "--voxel-size", "0")
+    assert_clean_failure(result, "p.json", "voxel size must be positive, got 0 Å", tmp_path)
 
 
 def _damaged_store(tmp, store, damage: str) -> Path:
