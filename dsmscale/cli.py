@@ -136,18 +136,24 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     from dsmscale.discover import DiscoverConfig, discover
 
     config = _load_config(DiscoverConfig, args.config, {"k": args.k})
+    if not (args.job / "summary.json").is_file():  # `run` discovers before it writes this
+        raise InputError(args.job, "not a finished dsmscale run (no summary.json): run or "
+                                   "resume the job first")
     truth = None
     if args.truth:
         from dsmscale.io.particles import read_particles
 
         table = read_particles(args.truth, args.voxel_size).df
+        if "class_name" not in table.columns:
+            raise InputError(args.truth, "the truth table has no class names (a class_name "
+                                         "column, or rlnClassName in STAR)")
         several = table["tomogram"].nunique() > 1  # then its names must be the job's
         truth = table[["particle_id", "class_name"] + (["tomogram"] if several else [])]
-    summary = discover(args.output, config, truth)
+    summary = discover(args.job, config, truth)
     extra = f", ARI {summary['ari']:.3f}, NMI {summary['nmi']:.3f}" if "ari" in summary else ""
     print(f"{summary['particles']} particles in {summary['k']} clusters{extra}; "
           f"low-confidence clusters {summary['low_confidence_clusters']} -> "
-          f"{args.output}/discovery")
+          f"{args.job}/discovery")
     return 0
 
 
@@ -292,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Streaming k-means (MiniBatchKMeans partial_fit, optional "
                                    "IncrementalPCA) over the 1024-d features of a finished job; "
                                    "per-cluster composition, average recovered densities, t-SNE.")
-    p.add_argument("output", type=Path, help="a dsmscale run output folder")
+    p.add_argument("job", type=Path, help="a finished dsmscale run's output folder (writes "
+                   "JOB/discovery)")
     p.add_argument("--config", type=Path, help="YAML with DiscoverConfig keys")
     p.add_argument("--k", type=int, help="clusters (default 22)")
     p.add_argument("--truth", type=Path, help="table with the true class_name per particle_id "

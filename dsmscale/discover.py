@@ -31,6 +31,7 @@ from sklearn.decomposition import IncrementalPCA
 
 from dsmscale.config import JobConfig
 from dsmscale.errors import InputError
+from dsmscale.io.atomic import write_file_atomic
 
 
 class DiscoverConfig(JobConfig):
@@ -250,6 +251,7 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
     job, config = Path(job), config or DiscoverConfig()
     out = job / "discovery"
     out.mkdir(exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)  # the mark of a finished discovery: not yet
     rows, sample = _sample(job, config, max(config.fit_sample, config.tsne_sample))
     kmeans, pca = fit_clusters(job, config, sample)
     tally = assign_clusters(job, kmeans, pca, config, out, None if truth is None else _truth_map(
@@ -272,7 +274,8 @@ def discover(job: str | Path, config: DiscoverConfig | None = None,
             _rows_of(out / "clusters.parquet", rows), on="row", how="left")
         tsne_figure(features, labelled, out / "tsne.png", config.seed)
     density_gallery(averages, tally.size.tolist(), out / "cluster_averages.png")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_file_atomic(out / "summary.json",
+                      lambda tmp: tmp.write_text(json.dumps(summary, indent=2, default=str)))
     return summary
 
 

@@ -9,7 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
+from dsmscale.cli import main
 from dsmscale.discover import DiscoverConfig, discover
+from dsmscale.io.particles import make_particles, write_csv
 
 
 def fake_job(root: Path, n_per: int = 120, k: int = 3, box: int = 8,
@@ -43,8 +45,24 @@ def fake_job(root: Path, n_per: int = 120, k: int = 3, box: int = 8,
             "score": np.where(truth[sl] == k - 1, 0.3, 0.9),
             "features": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), 1024)}),
             root / "particles.parquet" / f"u{part:03d}.parquet")
+    (root / "summary.json").write_text("{}")  # the mark of a finished job
     return pd.DataFrame({"particle_id": np.concatenate(ids), "tomogram": names,
                          "class_name": [f"c{c}" for c in truth]})
+
+
+def test_discover_needs_a_finished_job_and_a_truth_table_with_classes(tmp_path, capsys):
+    fake_job(tmp_path)
+    write_csv(make_particles(np.zeros((3, 3)), "t0", 10.0), tmp_path / "truth.csv")
+    assert main(["discover", str(tmp_path), "--truth", str(tmp_path / "truth.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"dsmscale discover: error: {tmp_path / 'truth.csv'}: the truth table has no class names "
+        "(a class_name column, or rlnClassName in STAR)")
+    (tmp_path / "summary.json").unlink()  # an unfinished (or crashed) job
+    assert main(["discover", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"dsmscale discover: error: {tmp_path}: not a finished dsmscale run (no summary.json): "
+        "run or resume the job first")
+    assert not (tmp_path / "discovery").exists()
 
 
 def test_streaming_kmeans_recovers_clusters_and_averages(tmp_path):
