@@ -52,12 +52,13 @@ def _cmd_pick(args: argparse.Namespace) -> int:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from dsmscale.extract import extract_unit, plan_extraction
     from dsmscale.io.omezarr import open_tomogram
-    from dsmscale.io.particles import read_particles
+    from dsmscale.io.particles import check_one_tomogram, read_particles
     from dsmscale.io.subtomograms import write_subtomograms
 
     tomo = open_tomogram(args.tomogram, args.level)
     full = open_tomogram(args.tomogram, 0)
-    table = read_particles(args.particles, args.voxel_size, full.shape, full.voxel_size_a)
+    table = check_one_tomogram(read_particles(args.particles, args.voxel_size, full.shape,
+                                              full.voxel_size_a), args.particles)
     plan = plan_extraction(tomo, table, args.box, args.edge)
     if plan.n_particles == 0:
         raise InputError(args.particles, f"all {len(plan.skipped_ids)} particles' boxes cross the "

@@ -13,7 +13,7 @@ from dsmscale.errors import InputError
 from dsmscale.infer.config import RunConfig
 from dsmscale.io.names import by_stem, is_mrc
 from dsmscale.io.omezarr import Tomogram, open_tomogram
-from dsmscale.io.particles import ParticleTable, read_particles
+from dsmscale.io.particles import ParticleTable, check_one_tomogram, read_particles
 from dsmscale.pick import pick_particles
 
 
@@ -84,9 +84,6 @@ def resolve_particles(inputs: JobInputs, config: RunConfig,
     tables = {}
     for name, path in inputs.tables.items():
         full = open_tomogram(tomograms[name].source, 0)
-        tables[name] = read_particles(path, config.voxel_size_a, full.shape, full.voxel_size_a)
-        held = tables[name].df["tomogram"].unique()
-        if len(held) > 1:
-            raise InputError(path, f"holds particles of {len(held)} tomograms ({', '.join(held[:3])}"
-                             f"{', …' if len(held) > 3 else ''}): give one table per tomogram")
+        tables[name] = check_one_tomogram(read_particles(
+            path, config.voxel_size_a, full.shape, full.voxel_size_a), path)
     return tables

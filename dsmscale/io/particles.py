@@ -413,6 +413,16 @@ def read_particles(
     return table
 
 
+def check_one_tomogram(table: ParticleTable, path: str | os.PathLike) -> ParticleTable:
+    """``table`` (read from ``path``), checked to hold the particles of one tomogram: its
+    coordinates are cut from one volume."""
+    held = table.df["tomogram"].unique()
+    if len(held) > 1:
+        raise InputError(path, f"holds particles of {len(held)} tomograms ({', '.join(held[:3])}"
+                         f"{', …' if len(held) > 3 else ''}): give one table per tomogram")
+    return table
+
+
 def is_copick(path: str | os.PathLike) -> bool:
     """A copick picks file (``.json``) or project root (a folder): coordinates in Å, so the
     tomogram's voxel size places them on its grid."""

@@ -126,6 +126,9 @@ EXTRACT_CASES = {
         lambda t: (t / "p.json").write_text('{"points": [{"location": {"x": 80, "y": 80, '
                                             '"z": 80}}, {"score": 1.0}]}') and t / "p.json",
         "pick 2 has no location with x, y and z"),
+    "two tomograms": (lambda t: write_csv(make_particles(np.array([[40.0, 60, 70], [50, 60, 70]]),
+                                                       ["a", "b"], 8.0), t / "p.csv"),
+                      "holds particles of 2 tomograms (a, b): give one table per tomogram"),
     "star without rows": (
         lambda t: (t / "p.star").write_text("data_particles\n\nloop_\n_rlnCoordinateX #1\n")
         and t / "p.star", "no particle rows"),
