@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from dsmscale.config import read_yaml_mapping
-from dsmscale.errors import InputError, one_line, user_facing_error
+from dsmscale.errors import InputError, InputWarning, one_line, user_facing_error
 
 RESUME_HINT = " (finished work units are kept: fix the cause and rerun the same command to resume)"
 EPILOG = """Conventions: arrays are (z, y, x); particle coordinates are pixels of a stated pyramid
@@ -31,19 +32,25 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     for path in done:
         print(f"wrote {path}")
     for problem in failed.values():
-        print(f"error: {problem}", file=sys.stderr)
+        print(f"dsmscale convert: error: {problem}", file=sys.stderr)
     return 2 if failed else 0
 
 
 def _cmd_pick(args: argparse.Namespace) -> int:
-    from dsmscale.io.particles import write_particles
+    from dsmscale.io.particles import output_format, write_particles
     from dsmscale.pick import PickConfig, pick_particles
+
+    output_format(args.output)  # a path it cannot write is an error before the work
 
     config = _load_config(PickConfig, args.config, {
         "sigma_nm": args.sigma_nm, "min_distance_nm": args.min_distance_nm,
         "threshold": args.threshold, "top_k": args.top_k, "polarity": args.polarity,
         "level": args.level})
     table = pick_particles(args.tomogram, config)
+    if len(table) == 0:
+        raise InputError(args.tomogram, f"no particles scored {config.threshold:g} standard "
+                                        "deviations or more (lower --threshold, or check "
+                                        "--polarity and --sigma-nm)")
     write_particles(table, args.output)
     print(f"picked {len(table)} particles -> {args.output}")
     return 0
@@ -125,11 +132,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides = {"tomograms": args.tomograms or None, "particles": args.particles or None,
                  "output": str(args.output) if args.output else None, "model": args.model,
                  "num_actors": args.num_actors}
-    summary = run_job(_load_config(RunConfig, args.config, overrides))
+    config = _load_config(RunConfig, args.config, overrides)
+    summary = run_job(config)
     print(f"{summary['particles']} particles in {summary['tomograms']} tomogram(s): "
           f"{summary['particles_processed']} processed now, {summary['units_skipped']} units "
           f"already done; {summary['end_to_end_per_s']:.1f} particles/s end to end; "
-          f"summary in {args.output or 'the output folder'}/summary.json")
+          f"summary in {Path(config.output) / 'summary.json'}")
     return 0
 
 
@@ -156,6 +164,14 @@ def _cmd_discover(args: argparse.Namespace) -> int:
           f"low-confidence clusters {summary['low_confidence_clusters']} -> "
           f"{args.job}/discovery")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _progress(batches, total: int):
@@ -202,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pick blob-like particles with a DoG filter (sigmas in nm) and "
                                    "non-maximum suppression; writes STAR, CSV or a copick root.")
     p.add_argument("tomogram", help="OME-Zarr store")
-    p.add_argument("-o", "--output", type=Path, required=True, help="picks.star|.csv|copick dir")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="picks .star or .csv, or a copick project folder (a name without a suffix)")
     p.add_argument("--config", type=Path, help="YAML with PickConfig keys")
     p.add_argument("--sigma-nm", type=float, help="inner Gaussian sigma in nm (default 3)")
     p.add_argument("--min-distance-nm", type=float, help="minimum pick spacing in nm (default 8)")
@@ -249,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "<=100 epochs, early stop 15, "
                                    "loss cls:seg:rec = 1:10:1; bf16 + channels_last_3d where "
                                    "supported. Re-running resumes from OUTPUT/last.pt.")
-    _training_arguments(p, "dsmnet, cls, seg, cls_rec, cls_seg, ssn3d_ed, dsrf3d_v2")
+    _training_arguments(p, "dsmnet (default), cls, seg, cls_rec, cls_seg, ssn3d_ed, dsrf3d_v2; "
+                           "the students dsmnet_small, guo_l, guo_m, guo_s")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("distill", help="train a compact student on a teacher's outputs",
@@ -274,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="dataset folder")
     p.add_argument("--split", default="test", help="train, val, test or heldout (default test)")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for metrics/figures")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=_positive_int, help="torch threads (default: all cores)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("run", help="the whole job on Ray: extract, classify, segment, recover",
@@ -331,10 +349,26 @@ def _training_arguments(p: argparse.ArgumentParser, models: str) -> None:
                    "batch of 64 on a GPU, plain BatchNorm)")
 
 
+def _show_input_warnings(command: str) -> None:
+    """Print an `InputWarning` as 'dsmscale COMMAND: warning: MESSAGE' (one line, no source line
+    of ours); other warnings as Python shows them."""
+    show = warnings.showwarning
+
+    def one_line_show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InputWarning):
+            print(f"dsmscale {command}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line_show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores how warnings are shown when the command ends
+            _show_input_warnings(args.command)
+            return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -23,6 +23,11 @@ class InputError(ValueError):
         return (type(self), (self.source, self.problem))
 
 
+class InputWarning(UserWarning):
+    """Input the job can use, but not as it is (e.g. an MRC opened in permissive mode); the CLI
+    prints it on one line, as it does an `InputError`."""
+
+
 def user_facing_error(exc: BaseException) -> InputError | OSError | None:
     """The `InputError` or `OSError` behind ``exc``, also after it crossed a Ray task or actor
     boundary (Ray wraps it, keeping the original as ``cause``); ``None`` for anything else."""

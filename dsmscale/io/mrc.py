@@ -17,7 +17,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from dsmscale.errors import InputError
+from dsmscale.errors import InputError, InputWarning
 from dsmscale.io.atomic import write_file_atomic
 
 SUPPORTED_MODES = {0, 1, 2, 6, 12}
@@ -86,7 +86,8 @@ def _open_mrc(path: Path):
                 raise InputError(path, f"truncated MRC file ({problem})") from strict_exc
             raise InputError(path, f"not a valid MRC file ({problem})") from strict_exc
         messages = "; ".join(str(w.message) for w in caught) or str(strict_exc)
-        warnings.warn(f"{path}: opened in permissive mode: {messages}", stacklevel=3)
+        warnings.warn(f"{path}: opened in permissive mode: {messages}", InputWarning,
+                      stacklevel=3)
         return mrc
 
 
@@ -94,10 +95,14 @@ def _voxel_size(path: Path, mrc) -> float:
     vs = mrc.voxel_size
     sizes = np.array([float(vs.x), float(vs.y), float(vs.z)])
     if not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
-        raise InputError(path, f"voxel size must be positive, header gives {tuple(sizes)} Å")
+        raise InputError(path, f"voxel size must be positive, header gives {_xyz(sizes)} Å")
     if np.ptp(sizes) > 1e-3 * sizes.max():
-        raise InputError(path, f"anisotropic voxel size {tuple(sizes)} Å (x, y, z) is not supported")
+        raise InputError(path, f"anisotropic voxel size {_xyz(sizes)} Å (x, y, z) is not supported")
     return float(sizes[0])
+
+
+def _xyz(sizes: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in sizes) + ")"
 
 
 @contextmanager

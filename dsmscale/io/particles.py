@@ -431,10 +431,16 @@ def is_copick(path: str | os.PathLike) -> bool:
 
 def write_particles(table: ParticleTable, path: str | os.PathLike, **kwargs) -> Path | list[Path]:
     """Write by suffix: ``.star`` (kwargs: style, tomogram_shape_zyx), ``.csv``, or a copick
-    root folder (any other path)."""
+    root folder (a path without a suffix)."""
     path = Path(path)
-    if path.suffix == ".star":
-        return write_star(table, path, **kwargs)
-    if path.suffix == ".csv":
-        return write_csv(table, path)
-    return write_copick(table, path, **kwargs)
+    writer = {"star": write_star, "csv": write_csv, "copick": write_copick}[output_format(path)]
+    return writer(table, path, **kwargs)
+
+
+def output_format(path: str | os.PathLike) -> Literal["star", "csv", "copick"]:
+    """The format `write_particles` writes to ``path``, by suffix (none: a copick root)."""
+    suffix = Path(path).suffix
+    if suffix in (".star", ".csv", ""):
+        return {".star": "star", ".csv": "csv", "": "copick"}[suffix]
+    raise InputError(path, f"unknown particle table format {suffix!r} (use .star, .csv, or a "
+                           "folder name without a suffix for a copick project)")

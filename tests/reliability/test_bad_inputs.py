@@ -379,3 +379,47 @@ def test_evaluate_and_train_reject_a_damaged_dataset(tmp_path, tiny_dataset, tin
     result = run_cli("train", "--dataset", dataset, "-o", tmp_path / "run", "--max-epochs", "1")
     assert_clean_failure(result, name, problem.replace("split test", "split train"), tmp_path)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("args", "name", "problem"), [
+    (["-o", "picks.txt"], "picks.txt", "unknown particle table format '.txt' (use .star, .csv"),
+    (["-o", "picks.star", "--threshold", "100"], "blobs.zarr",
+     "no particles scored 100 standard deviations or more (lower --threshold"),
+])
+def test_pick_refuses_what_it_cannot_write(tmp_path, store, args, name, problem):
+    args = [tmp_path / a if a.startswith("picks") else a for a in args]
+    result = run_cli("pick", store, *args)
+    assert_clean_failure(result, name, problem, tmp_path)
+    assert not list(tmp_path.glob("picks*"))
+
+
+def test_pick_makes_the_output_folder(tmp_path, store):
+    result = run_cli("pick", store, "-o", tmp_path / "new" / "picks.star", "--polarity", "bright")
+    assert result.returncode == 0, result.stderr
+    assert len(starfile.read(tmp_path / "new" / "picks.star")) > 0
+
+
+def test_negative_threads_are_an_argument_error(tmp_path, tiny_checkpoint, tiny_dataset):
+    result = run_cli("evaluate", tiny_checkpoint, tiny_dataset, "-o", tmp_path / "e",
+                     "--threads", "-2")
+    assert result.returncode == 2 and "argument --threads: must be at least 1, got -2" in (
+        result.stderr.splitlines()[-1])
+
+
+def test_convert_reports_each_failed_input_and_warns_on_one_line(tmp_path):
+    good = write_volume(tmp_path / "good.mrc", np.ones((8, 8, 8)), 10.0)
+    zero = _mrc(tmp_path / "zero.mrc", np.ones((8, 8, 8)), voxel_size=0.0)
+    result = run_cli("convert", good, zero, "-o", tmp_path / "out")
+    assert result.returncode == 2
+    assert ("dsmscale convert: error: " in result.stderr and "zero.mrc: voxel size must be "
+            "positive, header gives (0, 0, 0) Å" in result.stderr)
+    assert (tmp_path / "out" / "good.zarr").is_dir()
+    broken = write_volume(tmp_path / "broken.mrc", np.ones((8, 8, 8)), 10.0)
+    with open(broken, "r+b") as f:  # the map ID 'MAP ' at byte 208
+        f.seek(208)
+        f.write(b"XXXX")
+    result = run_cli("convert", broken, "-o", tmp_path / "broken.zarr")
+    assert result.returncode == 0, result.stderr
+    warned = [ln for ln in result.stderr.splitlines() if "permissive" in ln]
+    assert len(warned) == 1 and warned[0].startswith(
+        f"dsmscale convert: warning: {broken}: opened in permissive mode: Map ID string not found")
