@@ -423,3 +423,13 @@ def test_convert_reports_each_failed_input_and_warns_on_one_line(tmp_path):
     warned = [ln for ln in result.stderr.splitlines() if "permissive" in ln]
     assert len(warned) == 1 and warned[0].startswith(
         f"dsmscale convert: warning: {broken}: opened in permissive mode: Map ID string not found")
+
+
+def test_run_stops_at_a_store_with_nan_voxels(tmp_path, store, tiny_checkpoint):
+    damaged = _damaged_store(tmp_path, store, "nan")  # found by the extraction task on Ray
+    result = run_cli("run", "--config", _run_yaml(tmp_path, damaged, model=str(tiny_checkpoint)))
+    assert result.returncode == 2, result.stderr[-3000:]
+    message = [ln for ln in result.stderr.splitlines() if ln.startswith("dsmscale run: error")]
+    assert message == [f"dsmscale run: error: {damaged}: 1 NaN/Inf voxel in z 32–64"], (
+        result.stderr[-3000:])  # Ray Data logs the failed task's traceback above it
+    assert not (tmp_path / "job" / "summary.json").exists()
