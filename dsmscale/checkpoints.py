@@ -17,7 +17,7 @@ LEGACY_GRID = (40, 10.0)
 
 
 #: What every checkpoint holds to rebuild and use its network (shipped ones too).
-MODEL_KEYS = ("model", "heads", "n_classes", "classes", "state_dict")
+MODEL_KEYS = ("model", "heads", "n_classes", "classes", "state_dict", "normalisation")
 #: What a training run's checkpoint (``last.pt``) adds to resume it.
 RESUME_KEYS = ("run_hash", "epoch", "history", "best_val", "optimizer", "scheduler", "torch_rng")
 

@@ -40,7 +40,8 @@ def _cmd_pick(args: argparse.Namespace) -> int:
     from dsmscale.io.particles import output_format, write_particles
     from dsmscale.pick import PickConfig, pick_particles
 
-    output_format(args.output)  # a path it cannot write is an error before the work
+    output_format(args.output)  # a format it cannot write is an error before the work
+    args.output.parent.mkdir(parents=True, exist_ok=True)
 
     config = _load_config(PickConfig, args.config, {
         "sigma_nm": args.sigma_nm, "min_distance_nm": args.min_distance_nm,
@@ -57,7 +58,7 @@ def _cmd_pick(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from dsmscale.extract import extract_unit, plan_extraction
+    from dsmscale.extract import every_box_skipped, extract_unit, plan_extraction
     from dsmscale.io.omezarr import open_tomogram
     from dsmscale.io.particles import check_one_tomogram, read_particles
     from dsmscale.io.subtomograms import write_subtomograms
@@ -68,8 +69,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                                               full.voxel_size_a), args.particles)
     plan = plan_extraction(tomo, table, args.box, args.edge)
     if plan.n_particles == 0:
-        raise InputError(args.particles, f"all {len(plan.skipped_ids)} particles' boxes cross the "
-                                         "volume edge and --edge is 'skip' (use --edge pad)")
+        raise every_box_skipped(len(plan.skipped_ids), args.particles)
     batches = (b for u in plan.units for b in extract_unit(tomo, u, args.box, 64, args.normalise))
     out = write_subtomograms(_progress(batches, plan.n_particles), plan.n_particles, args.box,
                              args.output, {"tomogram": str(args.tomogram),

@@ -139,25 +139,42 @@ def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list
     rows = rows.sort_values("index")
     if rows.empty:
         raise InputError(dataset, f"split {split} has no rows")
-    index = rows["index"].to_numpy()
-    arrays = {n: _array(dataset, n) for n in ARRAYS}
-    for name, array in arrays.items():
-        if index.min() < 0 or index.max() >= array.shape[0]:
-            raise InputError(dataset / f"{name}.zarr", f"holds {array.shape[0]} boxes, but "
-                             f"particles.parquet indexes box {index.max()}")
-    x = np.asarray(arrays["subtomograms"].get_orthogonal_selection((index,)), dtype=np.float32)
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x.reshape(len(x), -1))).any(1).sum())
-        raise InputError(dataset / "subtomograms.zarr", f"{bad} boxes of split {split} hold "
-                         "NaN/Inf voxels")
-    normalise_boxes(x)
+    index = _box_index(rows, dataset)
+    boxes = {n: _read_boxes(dataset, n, index, split) for n in ARRAYS}
+    if not np.isin(boxes["mask"], (0, 1)).all():
+        raise InputError(dataset / "mask.zarr", "holds values other than 0 (background) and 1 "
+                                                "(target)")
     lookup = {c: i for i, c in enumerate(classes)}
     labels = rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy()
     return SplitData(
-        x=torch.from_numpy(x[:, None]),
+        x=torch.from_numpy(normalise_boxes(boxes["subtomograms"].astype(np.float32))[:, None]),
         label=torch.from_numpy(labels.astype(np.int64)),
-        mask=torch.from_numpy(arrays["mask"].get_orthogonal_selection((index,)).astype(np.int64)),
-        density=torch.from_numpy(arrays["density"].get_orthogonal_selection((index,))[:, None]
-                                 / np.float32(density_scale)),
+        mask=torch.from_numpy(boxes["mask"].astype(np.int64)),
+        density=torch.from_numpy(boxes["density"][:, None] / np.float32(density_scale)),
         table=rows.reset_index(drop=True),
     )
+
+
+def _box_index(rows: pd.DataFrame, dataset: Path) -> np.ndarray:
+    """The rows' ``index`` column: whole numbers, as the arrays are indexed."""
+    index = rows["index"].to_numpy()
+    if not np.issubdtype(index.dtype, np.integer):
+        raise InputError(dataset / "particles.parquet", f"column index holds {index.dtype} "
+                                                        "values, not whole numbers")
+    return index
+
+
+def _read_boxes(dataset: Path, name: str, index: np.ndarray, split) -> np.ndarray:
+    """Boxes ``index`` of ``name``.zarr, checked to exist and to be finite."""
+    array = _array(dataset, name)
+    outside = index[(index < 0) | (index >= array.shape[0])]
+    if len(outside):
+        raise InputError(dataset / f"{name}.zarr", f"holds {array.shape[0]} boxes, but "
+                         f"particles.parquet indexes box {outside[0]}")
+    boxes = array.get_orthogonal_selection((index,))
+    finite = np.isfinite(boxes.reshape(len(boxes), -1)).all(axis=1)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise InputError(dataset / f"{name}.zarr", f"{bad} box{'es' * (bad != 1)} of split "
+                         f"{split} hold{'s' * (bad == 1)} NaN/Inf voxels")
+    return boxes

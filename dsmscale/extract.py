@@ -138,6 +138,12 @@ def plan_extraction(
     return ExtractionPlan(tomogram, box, units, skipped)
 
 
+def every_box_skipped(n_skipped: int, source) -> InputError:
+    """The error for a plan with no box left to cut: edge 'skip' dropped all ``n_skipped``."""
+    return InputError(source, f"all {n_skipped} particles' boxes cross the volume edge and edge "
+                              "is 'skip' (use edge 'pad')")
+
+
 class _RowWindow:
     """Decoded chunk rows (full y, x) of a tomogram: each row is read once and dropped as soon as
     the boxes being cut (in ascending z) no longer reach it. While boxes are cut from row ``r``,

@@ -412,7 +412,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         if improved:
             write_file_atomic(out / "best.pt", partial(torch.save, ckpt))
         write_file_atomic(last, partial(torch.save, ckpt))
-        (out / "history.json").write_text(json.dumps(history, indent=2))
+        write_file_atomic(out / "history.json",  # read by other processes while training
+                          lambda tmp: tmp.write_text(json.dumps(history, indent=2)))
         if progress:
             shown = {k: round(v, 4) for k, v in entry.items() if k.startswith("val_")}
             tqdm.write(f"epoch {epoch + 1}: {shown} ({entry['epoch_s']:.0f} s)")

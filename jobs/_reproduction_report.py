@@ -96,7 +96,7 @@ def pending_lines(pending: list[dict], planned: int) -> list[str]:
                  "continue (finished rows are cached, a row in training resumes from its last "
                  "epoch):", ""]
     for p in pending:
-        name = f"- {p['dataset']} {p['model']} {p['loss_ratio']}"
+        name = f"- {row_label(p)}"
         if not p["epochs"]:
             lines.append(f"{name}: not started")
             continue
@@ -211,17 +211,28 @@ def header_lines(rows: list[dict], data: Path, command: str, schedule: str) -> l
         "rows at once).", ""]
 
 
+def row_label(row: dict) -> str:
+    """'B dsrf3d_v2 1:10:1' (and a tried row's change) for a row in running text."""
+    return " ".join(filter(None, (row["dataset"], row["model"], row["loss_ratio"],
+                                  row.get("variant"))))
+
+
+def grouped_labels(rows: list[dict], key: str) -> tuple[object, dict[object, list[str]]]:
+    """The rows' labels grouped by ``row[key]``, and the value most rows share (None if no
+    rows)."""
+    groups: dict[object, list[str]] = {}
+    for r in rows:
+        groups.setdefault(r[key], []).append(row_label(r))
+    return (max(groups, key=lambda v: len(groups[v])) if groups else None), groups
+
+
 def precision_text(rows: list[dict]) -> str:
     """The autocast precision most rows trained in, naming the rows that trained in another."""
-    groups: dict[str, list[str]] = {}
-    for r in rows:
-        name = " ".join(filter(None, (r["dataset"], r["model"], r["loss_ratio"], r.get("variant"))))
-        groups.setdefault(r["precision"], []).append(name)
-    common = max(groups, key=lambda p: len(groups[p]))
+    common, groups = grouped_labels(rows, "precision")
     others = "; ".join(f"{p}: {', '.join(names)}" for p, names in sorted(groups.items())
                        if p != common)
-    return ("autocast precision auto (bf16 where the hardware has it natively, else fp32): "
-            + common + (f" ({others})" if others else ""))
+    return ("autocast precision auto (bf16 where the hardware has it natively, else fp32)"
+            + (f": {common}" if common else "") + (f" ({others})" if others else ""))
 
 
 def main_table_lines(table: list[dict]) -> list[str]:
@@ -244,12 +255,9 @@ def test_split_lines(table: list[dict], data: Path) -> list[str]:
     """Warnings when rows were scored on test splits of different sizes (naming the rows outside
     the largest group), or of another size than the dataset folder holds now, from which the
     target sizes and shares below are measured: the folder then held another simulation."""
-    groups: dict[int, list[str]] = {}
-    for r in table:
-        groups.setdefault(r["n_test"], []).append(f"{r['dataset']} {r['model']} {r['loss_ratio']}")
+    common, groups = grouped_labels(table, "n_test")
     lines = []
     if len(groups) > 1:
-        common = max(groups, key=lambda n: len(groups[n]))
         lines += ["", "Not every row saw the same test split (the dataset folder held a different "
                   "simulation when they ran): " + "; ".join(
                       f"{n} boxes: " + (f"{len(names)} rows" if n == common else ", ".join(names))

@@ -8,6 +8,7 @@ from dsmscale.io.particles import (
     ANGLES,
     COORDS,
     make_particles,
+    output_format,
     read_copick,
     read_csv,
     read_particles,
@@ -114,3 +115,12 @@ def test_a_table_keeps_its_own_pixel_size(tmp_path, table, suffix):
     assert read_particles(bare, voxel_size_a=5.0).voxel_size_a == 5.0
     with pytest.raises(InputError, match="records no pixel size"):
         read_particles(bare)
+
+
+def test_output_format_by_suffix_or_an_existing_folder(tmp_path):
+    assert [output_format(tmp_path / n) for n in ("p.star", "p.csv", "project")] == [
+        "star", "csv", "copick"]
+    (tmp_path / "run_2024.05").mkdir()  # a copick project whose name holds a dot
+    assert output_format(tmp_path / "run_2024.05") == "copick"
+    with pytest.raises(InputError, match="new_2024.05: unknown particle table format '.05'"):
+        output_format(tmp_path / "new_2024.05")

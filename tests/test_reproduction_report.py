@@ -65,6 +65,7 @@ def test_tables_say_met_missed_and_pending_and_measure_the_masks(tmp_path, tiny_
     assert ("- B dsrf3d_v2 1:10:1: 5 of at most 24 epochs trained (run `d18a`, fp32, 2 threads); "
             "training loss 3.252 → 3.092, validation object accuracy 4.52 % at the last epoch") in md
     assert "- B cls 1:10:1: not started" in md
+    assert report.precision_text([]).startswith("autocast precision auto")  # no row finished yet
     assert ("a schedule, autocast precision auto (bf16 where the hardware has it natively, else "
             "fp32): bf16 (fp32: A dsrf3d_v2 1:10:1).") in md
     assert ("- A: did not converge — training loss 3.1 → 3 over 2 epochs; test object accuracy "

@@ -51,7 +51,7 @@ def test_broken_checkpoints(tiny_dataset, tmp_path):
     other = load_checkpoint(good)
     slim = tmp_path / "slim.pt"  # usable (as shipped models are) but not resumable
     torch.save({k: other[k] for k in ("format", "model", "heads", "n_classes", "classes",
-                                      "state_dict")}, slim)
+                                      "state_dict", "normalisation")}, slim)
     assert load_checkpoint(slim)["model"] == "cls"
     with pytest.raises(InputError, match="slim.pt: incomplete checkpoint: no run_hash, epoch"):
         load_checkpoint(slim, resume=True)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_grid
 from dsmscale.errors import InputError
+from dsmscale.extract import every_box_skipped
 from dsmscale.infer.config import COMPILE_MIN_PARTICLES, RunConfig
 from dsmscale.infer.inputs import JobInputs, name_inputs, resolve_particles, resolve_tomograms
 from dsmscale.infer.predictor import Predictor, extract_batch
@@ -246,8 +247,7 @@ def run_job(config: RunConfig) -> dict:
     ensure_ray(config.ray_address)
     plan = _load_or_plan(config, inputs, out, identity, timings)
     if plan.units.empty:
-        raise InputError(None, f"all {len(plan.skipped)} particles' boxes cross the volume edge "
-                         "and edge is 'skip' (use edge 'pad')")
+        raise every_box_skipped(len(plan.skipped), None)
     warnings = voxel_size_warnings(plan, model_grid(ckpt)[1])
     for line in warnings:
         print(f"dsmscale run: warning: {line}", file=sys.stderr)

@@ -59,10 +59,8 @@ def build_output_dir(path: str | os.PathLike, overwrite: bool, build: Callable[[
 
 
 def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Run ``write(tmp)`` for a single file, then rename it to ``path`` (its folder is made if
-    missing)."""
+    """Run ``write(tmp)`` for a single file, then rename it to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         write(tmp)

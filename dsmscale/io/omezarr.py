@@ -9,6 +9,7 @@ with ome-zarr-models.
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -158,9 +159,7 @@ class CheckedVoxels:
         where = _region_text(key)
         try:
             voxels = np.asarray(self.array[key])
-        except OSError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - each codec raises its own type for bad bytes
+        except (ValueError, RuntimeError, zlib.error) as exc:  # what codecs raise for bad bytes
             raise InputError(self.source, f"cannot decode the chunks of {where} "
                                           f"({str(exc).splitlines()[0]})") from exc
         if not np.isfinite(voxels).all():
@@ -176,7 +175,7 @@ def _region_text(key) -> str:
     parts = []
     for axis, k in zip("zyx", key, strict=False):
         if isinstance(k, slice) and (k.start is not None or k.stop is not None):
-            parts.append(f"{axis} {k.start or 0}–{k.stop}")
+            parts.append(f"{axis} {k.start or 0}–{'end' if k.stop is None else k.stop}")
         elif not isinstance(k, slice):
             parts.append(f"{axis} {k}")
     return ", ".join(parts) if parts else "the whole level"

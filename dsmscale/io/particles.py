@@ -97,13 +97,18 @@ def numbers(df: pd.DataFrame, columns: list[str], source) -> np.ndarray:
     return values.to_numpy(dtype=float)
 
 
+def check_voxel_size(voxel_size_a: float, source) -> None:
+    """A voxel size (Å) must be a positive, finite number."""
+    if not (np.isfinite(voxel_size_a) and voxel_size_a > 0):
+        raise InputError(source, f"voxel size must be positive, got {voxel_size_a:g} Å")
+
+
 def validate_particles(df: pd.DataFrame, voxel_size_a: float, source) -> None:
     """Check the table's columns and values; raise `InputError` naming ``source``."""
     missing = [c for c in ["particle_id", "tomogram", *COORDS] if c not in df.columns]
     if missing:
         raise InputError(source, f"particle table lacks columns {missing}")
-    if not (np.isfinite(voxel_size_a) and voxel_size_a > 0):
-        raise InputError(source, f"voxel size must be positive, got {voxel_size_a:g} Å")
+    check_voxel_size(voxel_size_a, source)
     if not np.isfinite(numbers(df, COORDS, source)).all():
         raise InputError(source, "particle coordinates contain NaN/Inf")
     dup = df["particle_id"].duplicated()
@@ -149,7 +154,7 @@ def read_star(
     df = blocks.get("particles", next(iter(blocks.values()), None))
     if df is None or not isinstance(df, pd.DataFrame) or df.empty:
         raise InputError(path, "STAR file holds no particle rows")
-    voxel_size_a = _pixel_size(path, voxel_size_a, _star_pixel_size(df, blocks.get("optics")))
+    voxel_size_a = _pixel_size(path, voxel_size_a, _star_pixel_size(df, blocks.get("optics"), path))
     if {"rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"} <= set(df.columns):
         xyz = numbers(df, ["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"], path)
     elif {f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"} <= set(df.columns):
@@ -187,13 +192,13 @@ def _pixel_size(path: Path, given: float | None, recorded: float | None) -> floa
     return recorded if recorded is not None else given
 
 
-def _star_pixel_size(df: pd.DataFrame, optics: pd.DataFrame | None) -> float | None:
+def _star_pixel_size(df: pd.DataFrame, optics: pd.DataFrame | None, path: Path) -> float | None:
     for table in (df, optics):
         if table is None:
             continue
         for col in ("rlnTomoTiltSeriesPixelSize", "rlnImagePixelSize", "rlnDetectorPixelSize"):
             if col in table.columns:
-                return float(table[col].iloc[0])
+                return float(numbers(table, [col], path)[0, 0])
     return None
 
 
@@ -300,8 +305,7 @@ def read_copick(paths: list[str | os.PathLike] | str | os.PathLike, voxel_size_a
     ``paths`` may be files or a copick root, which is searched for ``*/Picks/*.json``.
     """
     files = _copick_files(paths)
-    if not (np.isfinite(voxel_size_a) and voxel_size_a > 0):
-        raise InputError(files[0], f"voxel size must be positive, got {voxel_size_a:g} Å")
+    check_voxel_size(voxel_size_a, files[0])  # before the Å are divided by it
     rows = []
     for path in files:
         try:
@@ -313,12 +317,13 @@ def read_copick(paths: list[str | os.PathLike] | str | os.PathLike, voxel_size_a
             loc = p.get("location") if isinstance(p, dict) else None
             if not isinstance(loc, dict) or not {"x", "y", "z"} <= set(loc):
                 raise InputError(path, f"pick {i + 1} has no location with x, y and z")
+            zyx_a = _pick_numbers(path, i, [loc["z"], loc["y"], loc["x"]], "location")
             row = {"tomogram": doc.get("run_name") or Path(path).parts[-3],
                    "class_name": doc.get("pickable_object_name", "particle"),
-                   "z": loc["z"] / voxel_size_a, "y": loc["y"] / voxel_size_a,
-                   "x": loc["x"] / voxel_size_a, "instance_id": p.get("instance_id")}
+                   **dict(zip(COORDS, np.asarray(zyx_a) / voxel_size_a, strict=True)),
+                   "instance_id": p.get("instance_id")}
             if "score" in p and p["score"] is not None:
-                row["score"] = float(p["score"])
+                row["score"] = _pick_numbers(path, i, [p["score"]], "score")[0]
             if doc.get("trust_orientation") and p.get("transformation_") is not None:
                 row.update(zip(ANGLES, euler_zyz(np.asarray(p["transformation_"])[:3, :3]),
                                strict=True))
@@ -330,6 +335,14 @@ def read_copick(paths: list[str | os.PathLike] | str | os.PathLike, voxel_size_a
     df.insert(0, "particle_id", ids.astype("int64") if ids.notna().all() and not ids.duplicated().any()
               else np.arange(len(df), dtype=np.int64))
     return _checked(files[0], lambda: ParticleTable(df, float(voxel_size_a)))
+
+
+def _pick_numbers(path: Path, i: int, values: list, what: str) -> list[float]:
+    """Pick ``i``'s ``what`` values as floats; anything else is an `InputError`."""
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"pick {i + 1} {what} holds {values!r}, not numbers") from exc
 
 
 def _copick_files(paths) -> list[Path]:
@@ -364,16 +377,14 @@ def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None) -> Part
         raise InputError(path, f"not a readable CSV file ({str(exc).splitlines()[0]})") from exc
     if df.empty:
         raise InputError(path, "particle table is empty")
-    level, file_vs = 0, None
-    if "level" in df.columns:
-        value = float(numbers(df, ["level"], path)[0, 0])
-        if not (np.isfinite(value) and value >= 0 and value.is_integer()):
-            raise InputError(path, f"column level holds {value:g}, not a pyramid level (0, 1, …)")
-        level = int(value)
-        df.pop("level")
-    if "voxel_size_a" in df.columns:
-        file_vs = float(numbers(df, ["voxel_size_a"], path)[0, 0])
-        df.pop("voxel_size_a")
+    level = _one_value(df, "level", path)
+    if level is None:
+        level = 0
+    elif not (np.isfinite(level) and level >= 0 and level.is_integer()):
+        raise InputError(path, f"column level holds {level:g}, not a pyramid level (0, 1, …)")
+    file_vs = _one_value(df, "voxel_size_a", path)
+    for column in [c for c in (*ANGLES, "score") if c in df.columns]:
+        df[column] = numbers(df, [column], path)[:, 0]
     vs = _pixel_size(path, voxel_size_a, file_vs)
     if "particle_id" not in df.columns:
         df.insert(0, "particle_id", np.arange(len(df), dtype=np.int64))
@@ -382,7 +393,20 @@ def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None) -> Part
     df["tomogram"] = df["tomogram"].astype(str)
     if "class_name" in df.columns:
         df["class_name"] = df["class_name"].astype(str)
-    return _checked(path, lambda: ParticleTable(df, vs, level))
+    return _checked(path, lambda: ParticleTable(df, vs, int(level)))
+
+
+def _one_value(df: pd.DataFrame, column: str, path: Path) -> float | None:
+    """The one number a table-wide ``column`` holds (taken out of ``df``), None without it; rows
+    that disagree are an `InputError` (coordinates would be scaled by the first row's)."""
+    if column not in df.columns:
+        return None
+    values = np.unique(numbers(df, [column], path)[:, 0])
+    if len(values) > 1:
+        raise InputError(path, f"column {column} holds {len(values)} values "
+                               f"({', '.join(f'{v:g}' for v in values[:3])}); a table holds one")
+    df.pop(column)
+    return float(values[0])
 
 
 # ------------------------------------------------------------------------------- dispatch
@@ -433,14 +457,19 @@ def write_particles(table: ParticleTable, path: str | os.PathLike, **kwargs) -> 
     """Write by suffix: ``.star`` (kwargs: style, tomogram_shape_zyx), ``.csv``, or a copick
     root folder (a path without a suffix)."""
     path = Path(path)
-    writer = {"star": write_star, "csv": write_csv, "copick": write_copick}[output_format(path)]
-    return writer(table, path, **kwargs)
+    fmt = output_format(path)
+    if fmt == "csv":
+        return write_csv(table, path)
+    return (write_star if fmt == "star" else write_copick)(table, path, **kwargs)
 
 
 def output_format(path: str | os.PathLike) -> Literal["star", "csv", "copick"]:
-    """The format `write_particles` writes to ``path``, by suffix (none: a copick root)."""
-    suffix = Path(path).suffix
-    if suffix in (".star", ".csv", ""):
-        return {".star": "star", ".csv": "csv", "": "copick"}[suffix]
-    raise InputError(path, f"unknown particle table format {suffix!r} (use .star, .csv, or a "
-                           "folder name without a suffix for a copick project)")
+    """The format `write_particles` writes to ``path``: by suffix, a copick root for a folder
+    that exists or a name without a suffix."""
+    path = Path(path)
+    if path.suffix in (".star", ".csv"):
+        return path.suffix[1:]  # type: ignore[return-value]
+    if not path.suffix or path.is_dir():
+        return "copick"
+    raise InputError(path, f"unknown particle table format {path.suffix!r} (use .star, .csv, or "
+                           "a copick project folder: one that exists, or a name without a suffix)")

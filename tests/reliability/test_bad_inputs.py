@@ -129,6 +129,16 @@ EXTRACT_CASES = {
     "two tomograms": (lambda t: write_csv(make_particles(np.array([[40.0, 60, 70], [50, 60, 70]]),
                                                        ["a", "b"], 8.0), t / "p.csv"),
                       "holds particles of 2 tomograms (a, b): give one table per tomogram"),
+    "levels that disagree": (
+        lambda t: (t / "p.csv").write_text("z,y,x,voxel_size_a,level\n10,10,10,8,0\n9,9,9,8,1\n")
+        and t / "p.csv", "column level holds 2 values (0, 1); a table holds one"),
+    "text angle": (
+        lambda t: (t / "p.csv").write_text("z,y,x,voxel_size_a,rot,tilt,psi\n10,10,10,8,a,0,0\n")
+        and t / "p.csv", "column rot holds 'a' (row 1), not a number"),
+    "copick text location": (
+        lambda t: (t / "p.json").write_text('{"points": [{"location": {"x": "far", "y": 80, '
+                                            '"z": 80}}]}') and t / "p.json",
+        "pick 1 location holds [80, 80, 'far'], not numbers"),
     "star without rows": (
         lambda t: (t / "p.star").write_text("data_particles\n\nloop_\n_rlnCoordinateX #1\n")
         and t / "p.star", "no particle rows"),
@@ -178,7 +188,7 @@ def test_extract_and_pick_reject_a_damaged_store(tmp_path, store, damage, proble
 
 @pytest.mark.parametrize(("args", "problem"), [
     (["--box", "999"], "a box of 999 voxels does not fit: it must be 2 to 96 voxels"),
-    (["--edge", "skip"], "all 2 particles' boxes cross the volume edge and --edge is 'skip'"),
+    (["--edge", "skip"], "all 2 particles' boxes cross the volume edge and edge is 'skip'"),
 ])
 def test_extract_rejects_options_that_leave_nothing_to_cut(tmp_path, store, args, problem):
     table = _csv(tmp_path, [[2, 60, 70], [40, 60, 3]])
@@ -348,6 +358,12 @@ def _damaged_dataset(tmp, dataset, damage: str) -> Path:
         table.drop(columns="split").to_parquet(copy / "particles.parquet")
     elif damage == "index past the end":
         table.assign(index=table["index"] + 1000).to_parquet(copy / "particles.parquet")
+    elif damage == "fractional index":
+        table.assign(index=table["index"] + 0.5).to_parquet(copy / "particles.parquet")
+    elif damage == "mask of 2":
+        masks = zarr.open_array(str(copy / "mask.zarr"), mode="r+")
+        masks[table.loc[table["split"] == "test", "index"].iloc[0], 3, 4, 5] = 2
+        masks[table.loc[table["split"] == "train", "index"].iloc[0], 3, 4, 5] = 2
     elif damage == "NaN boxes":
         boxes = zarr.open_array(str(copy / "subtomograms.zarr"), mode="r+")
         boxes[table.loc[table["split"] == "test", "index"].iloc[0], 3, 4, 5] = np.nan
@@ -361,7 +377,9 @@ DATASET_CASES = {
     "garbage table": ("particles.parquet", "not a readable Parquet table"),
     "no split column": ("particles.parquet", "no column split"),
     "index past the end": ("subtomograms.zarr", "but particles.parquet indexes box"),
-    "NaN boxes": ("subtomograms.zarr", "1 boxes of split test hold NaN/Inf voxels"),
+    "fractional index": ("particles.parquet", "column index holds float64 values, not whole"),
+    "mask of 2": ("mask.zarr", "holds values other than 0 (background) and 1 (target)"),
+    "NaN boxes": ("subtomograms.zarr", "1 box of split test holds NaN/Inf voxels"),
     "other voxel size": ("A", "boxes of 40³ voxels at 20 Å, but"),
 }
 
