@@ -1,5 +1,6 @@
 """Bad input through the CLI: one line naming the file and the problem, exit 2, nothing written."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -387,16 +388,28 @@ DATASET_CASES = {
 @pytest.mark.parametrize("case", list(DATASET_CASES))
 def test_evaluate_and_train_reject_a_damaged_dataset(tmp_path, tiny_dataset, tiny_checkpoint,
                                                      case):
+    """In-process (the CLI's one line for an `InputError` is the test below): the error names
+    the file, and neither an evaluation nor a run folder is left."""
+    from dsmscale.evaluate import evaluate_checkpoint
+    from dsmscale.train import TrainConfig, train
+
     dataset = _damaged_dataset(tmp_path, tiny_dataset, case)
     name, problem = DATASET_CASES[case]
-    result = run_cli("evaluate", tiny_checkpoint, dataset, "-o", tmp_path / "eval")
-    assert_clean_failure(result, name, problem, tmp_path)
+    with pytest.raises(InputError, match=f"{name}: .*{re.escape(problem)}"):
+        evaluate_checkpoint(tiny_checkpoint, dataset, "test", tmp_path / "eval")
     assert not (tmp_path / "eval").exists()
     if case == "other voxel size":  # a new model may train on any voxel size
         return
-    result = run_cli("train", "--dataset", dataset, "-o", tmp_path / "run", "--max-epochs", "1")
-    assert_clean_failure(result, name, problem.replace("split test", "split train"), tmp_path)
+    with pytest.raises(InputError, match=f"{name}: .*{re.escape(problem).replace('test', 'train')}"):
+        train(TrainConfig(dataset=str(dataset), output=str(tmp_path / "run"), max_epochs=1),
+              progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_cli_says_a_damaged_dataset_in_one_line(tmp_path, tiny_dataset, tiny_checkpoint):
+    dataset = _damaged_dataset(tmp_path, tiny_dataset, "garbage table")
+    result = run_cli("evaluate", tiny_checkpoint, dataset, "-o", tmp_path / "eval")
+    assert_clean_failure(result, "particles.parquet", "not a readable Parquet table", tmp_path)
 
 
 @pytest.mark.parametrize(("args", "name", "problem"), [
