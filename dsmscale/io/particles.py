@@ -454,8 +454,8 @@ def is_copick(path: str | os.PathLike) -> bool:
 
 
 def write_particles(table: ParticleTable, path: str | os.PathLike, **kwargs) -> Path | list[Path]:
-    """Write by suffix: ``.star`` (kwargs: style, tomogram_shape_zyx), ``.csv``, or a copick
-    root folder (a path without a suffix)."""
+    """Write by `output_format`: ``.star`` (kwargs: style, tomogram_shape_zyx), ``.csv``, or a
+    copick root folder."""
     path = Path(path)
     fmt = output_format(path)
     if fmt == "csv":
