@@ -41,7 +41,6 @@ def _cmd_pick(args: argparse.Namespace) -> int:
     from dsmscale.pick import PickConfig, pick_particles
 
     output_format(args.output)  # a format it cannot write is an error before the work
-    args.output.parent.mkdir(parents=True, exist_ok=True)
 
     config = _load_config(PickConfig, args.config, {
         "sigma_nm": args.sigma_nm, "min_distance_nm": args.min_distance_nm,
@@ -52,6 +51,7 @@ def _cmd_pick(args: argparse.Namespace) -> int:
         raise InputError(args.tomogram, f"no particles scored {config.threshold:g} standard "
                                         "deviations or more (lower --threshold, or check "
                                         "--polarity and --sigma-nm)")
+    args.output.parent.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     write_particles(table, args.output)
     print(f"picked {len(table)} particles -> {args.output}")
     return 0
