@@ -150,6 +150,12 @@ def recorded_rows(results: Path) -> dict[str, dict]:
     return {r["run_hash"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
 
 
+def is_finished(config, recorded: dict[str, dict]) -> bool:
+    """A row has finished when its run folder holds result.json or results/reproduction.json
+    records its run hash (its folder may be gone)."""
+    return (Path(config.output) / "result.json").is_file() or config.run_hash() in recorded
+
+
 def finished_rows(plan: list[tuple], data: Path, workdir: Path,
                   recorded: dict[str, dict]) -> list[dict]:
     """The results of the planned rows that have finished, in plan order: from the run folder
@@ -157,11 +163,10 @@ def finished_rows(plan: list[tuple], data: Path, workdir: Path,
     rows = []
     for row in plan:
         config = row_config(data, workdir, *row)
-        out = Path(config.output)
-        if (out / "result.json").is_file():
-            rows.append(row_record(out, config.dataset))
-        elif config.run_hash() in recorded:
-            rows.append(recorded[config.run_hash()])
+        if is_finished(config, recorded):
+            on_disk = (Path(config.output) / "result.json").is_file()
+            rows.append(row_record(Path(config.output), config.dataset) if on_disk
+                        else recorded[config.run_hash()])
     return rows
 
 
@@ -173,9 +178,9 @@ def pending_rows(plan: list[tuple], data: Path, workdir: Path,
     pending = []
     for row in plan:
         config = row_config(data, workdir, *row)
-        out = Path(config.output)
-        if (out / "result.json").is_file() or config.run_hash() in recorded:
+        if is_finished(config, recorded):
             continue
+        out = Path(config.output)
         history = (json.loads((out / "history.json").read_text())
                    if (out / "history.json").is_file() else [])
         progress = {"epochs": len(history), "max_epochs": config.max_epochs,
