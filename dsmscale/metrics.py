@@ -97,3 +97,53 @@ def fsc_resolution(curve: np.ndarray, box: int, voxel_size_nm: float, threshold:
     below = np.flatnonzero(np.asarray(curve)[1:] < threshold)
     shell = below[0] + 1 if len(below) else box // 2
     return float(box * voxel_size_nm / shell)
+
+
+def agreement(contingency: np.ndarray) -> dict[str, float]:
+    """ARI and NMI (arithmetic normalisation, as scikit-learn's defaults) from a clusters ×
+    classes contingency table, so no per-particle label arrays are needed."""
+    from sklearn.metrics import mutual_info_score
+
+    c = contingency[contingency.sum(1) > 0][:, contingency.sum(0) > 0].astype(np.float64)
+    pairs = c * (c - 1) / 2
+    n = c.sum()
+    rows, cols = c.sum(1), c.sum(0)
+    a, b = (rows * (rows - 1) / 2).sum(), (cols * (cols - 1) / 2).sum()
+    expected = a * b / (n * (n - 1) / 2)
+    top = (a + b) / 2
+    ari = 1.0 if top == expected else float((pairs.sum() - expected) / (top - expected))
+
+    def entropy(m: np.ndarray) -> float:
+        p = m[m > 0] / n
+        return float(-(p * np.log(p)).sum())
+
+    h = (entropy(rows) + entropy(cols)) / 2
+    nmi = 1.0 if h == 0 else float(mutual_info_score(None, None, contingency=c) / h)
+    return {"ari": ari, "nmi": nmi}
+
+
+def cluster_recall_purity(clusters: np.ndarray, is_class: np.ndarray,
+                          enriched: float = 0.8) -> dict:
+    """How one class falls into clusters: the cluster holding most of its particles, with that
+    cluster's size, recall (its share of the class) and purity (the class's share of it), and
+    the same over every cluster at least ``enriched`` of the class.
+
+    Args:
+        clusters: (n,) cluster of each particle.
+        is_class: (n,) whether each particle is of the class.
+    """
+    clusters, is_class = np.asarray(clusters), np.asarray(is_class, bool)
+    total = int(is_class.sum())
+    if not total:
+        raise ValueError("no particle of the class")
+    ids, sizes = np.unique(clusters, return_counts=True)
+    of_class = np.array([np.count_nonzero(is_class & (clusters == c)) for c in ids])
+    best = int(np.argmax(of_class))
+    rich = of_class / sizes >= enriched
+    return {"best_cluster": int(ids[best]), "cluster_size": int(sizes[best]), "total": total,
+            "recall": float(of_class[best] / total), "purity": float(of_class[best] / sizes[best]),
+            "enriched_clusters": {int(c): {"of_class": int(n), "size": int(s)}
+                                  for c, n, s in zip(ids[rich], of_class[rich], sizes[rich],
+                                                     strict=True)},
+            "enriched_recall": float(of_class[rich].sum() / total),
+            "enriched_purity": float(of_class[rich].sum() / max(sizes[rich].sum(), 1))}

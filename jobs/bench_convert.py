@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _bench import emit, timer
 
-from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
+from dsmscale.conversion import ConvertConfig, convert_mrc_to_ome_zarr
 from dsmscale.io.mrc import write_volume
+from dsmscale.profiling import emit, timer
 
 SWEEP = [("lz4", 5, 64), ("lz4", 1, 64), ("lz4", 5, 128), ("lz4", 5, 256), ("zstd", 1, 64), ("zstd", 3, 64),
          ("none", 0, 64)]

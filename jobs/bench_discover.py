@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from _bench import emit, peak_rss_gb
+
+from dsmscale.profiling import emit, peak_rss_gb
 
 PART = 4096
 BOX = 8
@@ -51,7 +52,7 @@ def write_job(root: Path, n: int, k: int, seed: int = 0) -> None:
 
 
 def child(root: str, k: int) -> None:
-    from dsmscale.discover import DiscoverConfig, discover
+    from dsmscale.discovery import DiscoverConfig, discover
 
     config = DiscoverConfig(k=k, epochs=1, tsne_sample=500)
     start = time.perf_counter()

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _bench import boxes_per_second, emit
 from torch.utils.flop_counter import FlopCounterMode
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
-from dsmscale.evaluate import evaluate_checkpoint
+from dsmscale.evaluation import evaluate_checkpoint
 from dsmscale.hardware import configure_threads
-from dsmscale.infer.backend import InferenceModel
+from dsmscale.inference.backend import InferenceModel
+from dsmscale.profiling import boxes_per_second, emit
 from dsmscale.weights import resolve_model
 
 

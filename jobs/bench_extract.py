@@ -23,13 +23,14 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
-from _bench import emit, peak_rss_gb, timer
 
-from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
-from dsmscale.extract import box_starts, extract_subtomograms
+from dsmscale.conversion import ConvertConfig, convert_mrc_to_ome_zarr
+from dsmscale.extraction import extract_subtomograms
+from dsmscale.geometry import box_starts
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.omezarr import open_tomogram
 from dsmscale.io.particles import make_particles
+from dsmscale.profiling import emit, peak_rss_gb, timer
 
 BOX = 40
 

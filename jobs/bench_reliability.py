@@ -38,16 +38,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from _bench import Sampler, TreeMemory, emit
 
 from dsmscale.checkpoints import load_checkpoint
-from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
-from dsmscale.infer.config import RunConfig
-from dsmscale.infer.pipeline import run_job
-from dsmscale.infer.sinks import read_results
+from dsmscale.conversion import ConvertConfig, convert_mrc_to_ome_zarr
+from dsmscale.io.job import JobFolder
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.particles import make_particles, write_csv
 from dsmscale.models import build_model
+from dsmscale.pipeline import RunConfig, run_job
+from dsmscale.profiling import Sampler, TreeMemory, emit
 from dsmscale.weights import resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +137,7 @@ def quarters(memory: TreeMemory, counter: PartCounter) -> dict:
 
 def exactly_once(out: Path, expected: dict[str, int]) -> dict:
     """Lost and duplicated particles, by (tomogram, particle_id)."""
-    got = read_results(out, columns=["tomogram", "particle_id"])
+    got = JobFolder(out).read_particles(columns=["tomogram", "particle_id"])
     lost = duplicated = 0
     for name, n in expected.items():
         ids = got.loc[got["tomogram"] == name, "particle_id"].to_numpy()

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import emit, peak_rss_gb
+from dsmscale.profiling import emit, peak_rss_gb
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_simulate_"))
     os.environ["DSMSCALE_CACHE"] = str(work / "cache")  # from scratch: templates too
-    from dsmscale.simulate.dataset import SimulateConfig, build_datasets
+    from dsmscale.simulation.dataset import SimulateConfig, build_datasets
 
     output = args.output or work / "sim"
     try:

@@ -20,11 +20,11 @@ import argparse
 import time
 
 import torch
-from _bench import emit
 
 from dsmscale.hardware import CPU_MICRO_BATCH, configure_threads, resolve_precision
 from dsmscale.models import DSMNet
-from dsmscale.train import TrainStep
+from dsmscale.profiling import emit
+from dsmscale.training.step import TrainStep
 
 TRAIN_GFLOP_PER_SAMPLE = 9.88
 

@@ -2,9 +2,10 @@
 
 Usage: python jobs/ship_model.py RUN_DIR --name default --data data/sim/datasets
 
-Copies RUN_DIR/best.pt without optimiser state into dsmscale/weights/, evaluates it on the test
-split of every dataset under --data, and writes dsmscale/weights/<file>.md with the data, config,
-metrics, command and commit.
+Copies RUN_DIR/best.pt without optimiser state (`dsmscale.checkpoints.slim_checkpoint`) into
+dsmscale/weights/, evaluates it on the test split of every dataset under --data, and writes
+dsmscale/weights/<file>.md (`dsmscale.report.model_card`) with the data, config, metrics, command
+and commit.
 """
 
 from __future__ import annotations
@@ -14,34 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from _bench import git_commit
-
-from dsmscale.checkpoints import load_checkpoint, model_grid
-from dsmscale.evaluate import evaluate_checkpoint
-from dsmscale.train import MONITOR_TEXT
+from dsmscale.checkpoints import load_checkpoint, save_checkpoint, slim_checkpoint
+from dsmscale.evaluation import evaluate_checkpoint
+from dsmscale.report.model_card import model_card
+from dsmscale.report.provenance import git_commit
 from dsmscale.weights import SHIPPED, WEIGHTS
-
-KEEP = ("format", "model", "heads", "n_classes", "classes", "state_dict", "normalisation",
-        "box", "voxel_size_a", "config", "run_hash", "epoch", "history", "best_val",
-        "teacher_run_hash", "batch_norm")
-
-
-def _micro(cfg: dict) -> str:
-    """' in micro-batches of N' when the run split its batches (see TrainConfig.micro_batch)."""
-    micro = cfg.get("micro_batch")
-    return f" in micro-batches of {micro}" if micro and micro < cfg["batch_size"] else ""
-
-
-def _batch_norm(cfg: dict) -> str:
-    """The config line's clause for a network without batch normalisation (TrainConfig.batch_norm)."""
-    return ", without batch normalisation (the plain reading)" if cfg.get("batch_norm") is False else ""
-
-
-def _augment(cfg: dict) -> str:
-    """The augmentation clause of the config line (see TrainConfig.augment)."""
-    return (", each box rotated by a random one of the 180° turns about z, y, x that keep the "
-            "missing wedge" if cfg.get("augment") else "")
 
 
 def main() -> None:
@@ -51,88 +29,19 @@ def main() -> None:
     parser.add_argument("--name", default="default", choices=sorted(SHIPPED))
     parser.add_argument("--data", type=Path, required=True, help="folder holding A/ (and B/)")
     args = parser.parse_args()
-    ckpt = load_checkpoint(args.run / "best.pt")
-    slim = {k: ckpt[k] for k in KEEP if k in ckpt}
-    slim["state_dict"] = {k: v.clone() for k, v in ckpt["state_dict"].items()}
-    box, voxel_a = model_grid(ckpt)
-    slim |= {"box": box, "voxel_size_a": voxel_a}  # recorded in the shipped file either way
-    target = WEIGHTS / SHIPPED[args.name]
-    torch.save(slim, target)
+    ckpt = slim_checkpoint(load_checkpoint(args.run / "best.pt"))
+    target = save_checkpoint(ckpt, WEIGHTS / SHIPPED[args.name])
     metrics = {}
     for dataset in sorted(p for p in args.data.iterdir() if (p / "particles.parquet").is_file()):
         m = evaluate_checkpoint(target, dataset, "test", args.run / f"eval_{dataset.name}")
         metrics[dataset.name] = {k: m.get(k) for k in ("n", "obj_acc", "pix_acc", "miou",
                                                        "fsc_resolution_nm")}
-    commit = git_commit()
-    cfg = ckpt["config"]
-    summary_file = args.data.parent / "summary.json"
-    data_info = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    rows = "\n".join(
-        f"| {name} (SNR {data_info.get('snr_measured', {}).get(name, float('nan')):.3f}) | {m['n']} | "
-        f"{_pct(m['obj_acc'])} | {_pct(m['pix_acc'])} | {_pct(m['miou'])} | "
-        f"{m['fsc_resolution_nm']:.1f} |" for name, m in metrics.items())
-    distilled = _distillation(cfg, slim.get("teacher_run_hash"))
-    card = f"""# Model card: `{target.name}` ({args.name})
-
-DSM-Net ({ckpt['model']}: heads {', '.join(ckpt['heads'])}), {sum(v.numel() for v in
-slim['state_dict'].values()):,} parameters and buffers, {target.stat().st_size / 1e6:.1f} MB.
-
-- **Classes ({ckpt['n_classes']}):** {', '.join(ckpt['classes'])}
-- **Training data:** `{cfg['dataset']}` — {_training_data(cfg, data_info)}
-- **Input:** {box}³ boxes at {voxel_a / 10:g} nm/voxel, normalised per box (zero mean, unit
-  variance); recovered
-  density in Da/voxel (× {ckpt['normalisation']['density_scale']:g}).
-- **Config:** model {cfg['model']}, loss cls:seg:rec {cfg['loss_weights']}, Adam lr {cfg['lr']}
-  betas {cfg['betas']}, batch {cfg['batch_size']}{_micro(cfg)}{_augment(cfg)}{_batch_norm(cfg)},
-  {cfg['max_epochs']} epochs {cfg['schedule']},
-  seed {cfg['seed']}; best epoch ({MONITOR_TEXT[cfg.get('monitor', 'val_loss')]})
-  {ckpt['epoch'] + 1} of {cfg['max_epochs']}.
-{distilled}- **Command:** `{' '.join(['python', *sys.argv])}` at commit `{commit}`; run hash
-  `{ckpt['run_hash']}`.
-
-## Test-split metrics (this checkpoint, `dsmscale evaluate`)
-
-| dataset | n | object acc | pixel acc | mIoU | FSC 0.5 (nm) |
-|---|---|---|---|---|---|
-{rows}
-
-Limits: trained on simulation only; on real tomograms expect a domain gap (use it to
-bootstrap, then fine-tune on labelled real data).
-"""
+    summary = args.data.parent / "summary.json"
+    card = model_card(args.name, target, ckpt, metrics,
+                      json.loads(summary.read_text()) if summary.is_file() else {},
+                      " ".join(["python", *sys.argv]), git_commit())
     target.with_suffix(".md").write_text(card)
     print(card)
-
-
-def _training_data(cfg: dict, data_info: dict) -> str:
-    """How the training dataset was simulated, from the simulator's summary.json."""
-    sim = data_info.get("config")
-    if not sim:
-        return "(no summary.json beside the datasets: simulation settings unknown)"
-    tomo, name = sim["tomogram"], Path(cfg["dataset"]).name
-    shape = "×".join(str(round(n * tomo["voxel_size_a"] / 10)) for n in tomo["shape_zyx"][::-1])
-    return (f"simulated by `dsmscale simulate` ({sim['n_tomograms']} crowded {shape} nm "
-            f"tomogram(s) at {tomo['voxel_size_a'] / 10:g} nm, tilt ±{tomo['tilt_max_deg']:g}° / "
-            f"{tomo['tilt_step_deg']:g}°, CTF {tomo['voltage_kv']:g} kV Cs {tomo['cs_mm']:g} mm "
-            f"{tomo['defocus_um']:g} ± {tomo['defocus_jitter_um']:g} µm underfocus, MTF, WBP) at "
-            f"**SNR {data_info['snr_measured'][name]:.3f} only (dataset {name})**; train split "
-            f"{sim['split_fractions'][0]:.0%}.")
-
-
-def _distillation(cfg: dict, teacher_run: str | None) -> str:
-    """The model card's distillation line (empty for a model trained on labels alone)."""
-    if not cfg.get("teacher"):
-        return ""
-    loss = cfg["distill_loss"] + (f" at T = {cfg['temperature']:g}" if cfg["distill_loss"] == "kl"
-                                  else "")
-    run = f" (run `{teacher_run}`)" if teacher_run else ""
-    when = " as shipped when the student was trained" if cfg["teacher"] == "default" else ""
-    return (f"- **Distilled from:** `{cfg['teacher']}`{when}{run} — "
-            f"classification {loss}, soft segmentation and recovery; "
-            f"{cfg['hard_weight']:g} of the loss from the true targets.\n")
-
-
-def _pct(value) -> str:
-    return "—" if value is None else f"{100 * value:.2f} %"
 
 
 if __name__ == "__main__":

@@ -9,11 +9,25 @@ import numpy as np
 import pytest
 from blobs import blob_tomogram, random_separated_centres
 
-from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
+from dsmscale.conversion import ConvertConfig, convert_mrc_to_ome_zarr
 from dsmscale.io.mrc import write_volume
 
 REPO = Path(__file__).resolve().parents[1]
 STRUCTURES = REPO.parent / "shared" / "structures"
+#: Fixtures that make a test slow (a simulation, a training run) or put it on Ray.
+SLOW_FIXTURES = {"tiny_dataset", "tiny_checkpoint"}
+RAY_FIXTURES = {"ray_session", "head_node"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that use a slow or a Ray fixture (tests that start Ray themselves are
+    marked where they are written)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if used & RAY_FIXTURES:
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +57,8 @@ def blob_store(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A small simulated dataset A (6 classes, ~90 subtomograms) for training tests."""
-    from dsmscale.simulate.dataset import SimulateConfig, build_datasets
-    from dsmscale.simulate.tomogram import TomogramConfig
+    from dsmscale.simulation.dataset import SimulateConfig, build_datasets
+    from dsmscale.simulation.tomogram import TomogramConfig
 
     out = tmp_path_factory.mktemp("tinyset") / "sim"
     tomo = TomogramConfig(shape_zyx=(80, 128, 128), copies_per_class=20, tilt_step_deg=4.0,
@@ -57,7 +71,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_dataset, tmp_path_factory) -> Path:
     """A DSM-Net checkpoint trained for one short epoch on the tiny dataset."""
-    from dsmscale.train import TrainConfig, train
+    from dsmscale.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tinyrun")
     train(TrainConfig(dataset=str(tiny_dataset), output=str(out), limit_train=16, limit_val=8,

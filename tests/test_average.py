@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from dsmscale.average import aligned_average, centre_in_box, to_reference_frame
-from dsmscale.io.particles import rotation_matrix_zyz
-from dsmscale.simulate.render import render_template
+from dsmscale.averaging import aligned_average, to_reference_frame
+from dsmscale.geometry import centres_in_box
+from dsmscale.rotations import rotation_matrix_zyz
+from dsmscale.simulation.render import render_template
 
 BOX = 40
 
@@ -57,8 +58,8 @@ def test_aligned_average_of_many_orientations_matches_reference():
     assert _corr(np.mean(boxes, axis=0), reference) < _corr(average, reference) - 0.1
 
 
-def test_centre_in_box_and_errors():
-    np.testing.assert_allclose(centre_in_box(np.array([[100.4, 50.6, 20.0]]), BOX),
+def test_centres_in_box_and_errors():
+    np.testing.assert_allclose(centres_in_box(np.array([[100.4, 50.6, 20.0]]), BOX),
                                [[20.4, 19.6, 20.0]])
     with pytest.raises(ValueError, match="cubic"):
         to_reference_frame(np.zeros((4, 4, 5)), np.eye(3), np.zeros(3))

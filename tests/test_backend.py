@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsmscale.infer.backend import BATCH_CANDIDATES, InferenceModel, require_cuda_for_gpus
+from dsmscale.inference.backend import BATCH_CANDIDATES, InferenceModel, require_cuda_for_gpus
 from dsmscale.models import build_model
 
 

@@ -12,13 +12,13 @@ from scipy.spatial import cKDTree
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.cli import main
-from dsmscale.extract import box_starts, boxes_inside
-from dsmscale.infer.sinks import read_results
+from dsmscale.geometry import box_starts, boxes_inside
+from dsmscale.io.job import JobFolder
 from dsmscale.io.omezarr import open_tomogram
 from dsmscale.io.particles import read_star
 from dsmscale.io.subtomograms import read_subtomograms
 from dsmscale.metrics import match_points
-from dsmscale.train import TrainConfig
+from dsmscale.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,7 @@ def test_convert_pick_extract(tmp_path, blob_store):
         np.testing.assert_array_equal(boxes[i], blob_store["volume"][z:z + 16, y:y + 16, x:x + 16])
 
 
+@pytest.mark.ray
 def test_demo_job(tmp_path, tiny_checkpoint):
     """The demo's code path with a tiny model (make demo uses the shipped one)."""
     result = subprocess.run([sys.executable, str(REPO / "jobs" / "demo.py"), "--output",
@@ -60,7 +61,7 @@ def test_demo_job(tmp_path, tiny_checkpoint):
     assert summary["classified_inside"] + summary["classified_padded"] == summary["true_particles"]
     assert summary["classified_inside"] > 50 and summary["classified_padded"] > 0
     # the accuracies again, each result matched to the simulated molecule at its position
-    results = read_results(tmp_path / "demo" / "job")
+    results = JobFolder(tmp_path / "demo" / "job").read_particles()
     truth = read_star(tmp_path / "demo" / "demo.star").df
     distance, nearest = cKDTree(truth[["z", "y", "x"]].to_numpy()).query(
         results[["z", "y", "x"]].to_numpy())

@@ -9,9 +9,10 @@ import zarr
 from ome_zarr_models.v04 import Image as ImageV04
 from ome_zarr_models.v05 import Image as ImageV05
 
-from dsmscale.convert import ConvertConfig, convert_many, convert_mrc_to_ome_zarr, downsample_mean
+from dsmscale.conversion import ConvertConfig, convert_many, convert_mrc_to_ome_zarr
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.omezarr import open_tomogram
+from dsmscale.io.pyramid import downsample_mean
 
 
 @pytest.fixture()

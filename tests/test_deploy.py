@@ -11,8 +11,8 @@ import pytest
 import ray
 import yaml
 
-from dsmscale.infer.config import RunConfig
-from dsmscale.simulate.dataset import SIMULATION_LIBRARIES
+from dsmscale.pipeline import RunConfig
+from dsmscale.simulation.dataset import SIMULATION_LIBRARIES
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 REPO = DEPLOY.parent

@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from dsmscale.cli import main
-from dsmscale.discover import DiscoverConfig, discover
+from dsmscale.discovery import DiscoverConfig, discover
 from dsmscale.io.particles import make_particles, write_csv
 
 
@@ -40,7 +40,7 @@ def fake_job(root: Path, n_per: int = 120, k: int = 3, box: int = 8,
         names += [f"t{tomo}"] * n
         next_id[tomo] += n
         pq.write_table(pa.table({
-            "particle_id": ids[-1], "row": np.arange(start, start + n),
+            "particle_id": ids[-1], "box_index": np.arange(start, start + n),
             "tomogram": names[start:], "class_name": [f"c{c}" for c in truth[sl]],
             "score": np.where(truth[sl] == k - 1, 0.3, 0.9),
             "features": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), 1024)}),
@@ -121,7 +121,7 @@ def test_agreement_from_contingency_matches_scikit_learn():
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
     from sklearn.metrics.cluster import contingency_matrix
 
-    from dsmscale.discover import agreement
+    from dsmscale.metrics import agreement
 
     rng = np.random.default_rng(1)
     true = rng.integers(0, 5, 400)

@@ -6,7 +6,9 @@ import torch
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.errors import InputError
 from dsmscale.models import build_model
-from dsmscale.train import TrainConfig, TrainStep, distill_terms, loss_terms, train
+from dsmscale.training import TrainConfig, train
+from dsmscale.training.losses import distill_terms, loss_terms
+from dsmscale.training.step import TrainStep
 
 
 @pytest.mark.parametrize("loss", ["mse", "kl"])

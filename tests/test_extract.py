@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
+from dsmscale.conversion import ConvertConfig, convert_mrc_to_ome_zarr
 from dsmscale.errors import InputError
-from dsmscale.extract import _RowWindow, extract_subtomograms, extract_unit, plan_extraction
+from dsmscale.extraction import SlabWindow, cut_boxes, extract_subtomograms, group_by_slab
 from dsmscale.io.omezarr import open_tomogram
 from dsmscale.io.particles import make_particles
 from dsmscale.io.subtomograms import read_subtomograms, write_subtomograms
@@ -58,8 +58,8 @@ def test_skip_policy_reports_skipped_ids(blob_store):
     centres = np.array([[48, 65, 75], [2, 65, 75], [48, 128, 75]], dtype=float)
     table = make_particles(centres, "blobs", 8.0, ids=[10, 11, 12])
     tomo = open_tomogram(blob_store["store"])
-    plan = plan_extraction(tomo, table, box=20, edge="skip")
-    assert plan.n_particles == 1 and sorted(plan.skipped_ids) == [11, 12]
+    groups = group_by_slab(tomo, table, box=20, edge="skip")
+    assert groups.n_particles == 1 and sorted(groups.skipped_ids) == [11, 12]
     got = _collect(extract_subtomograms(tomo, table, box=20, edge="skip"))
     assert list(got) == [10]
 
@@ -78,8 +78,8 @@ def test_normalise_and_levels(blob_store):
         assert np.all(np.abs(np.array(peak) - 5) <= 1)
 
 
-def test_each_chunk_row_is_read_once(blob_store):
-    """The rolling window decodes each chunk row once, however many particles it serves."""
+def test_each_slab_is_read_once(blob_store):
+    """The rolling window decodes each slab (chunk row) once, however many particles it serves."""
     tomo = open_tomogram(blob_store["store"])
     reads = []
 
@@ -99,53 +99,53 @@ def test_each_chunk_row_is_read_once(blob_store):
     spied = replace(tomo, array=CountingArray(tomo.array))
     rng = np.random.default_rng(0)
     table = make_particles(rng.uniform(0, [95, 129, 149], size=(2000, 3)), "blobs", 8.0)
-    plan = plan_extraction(tomo, table, box=20)
-    assert len(plan.units) == 1  # 3 chunk rows fit in one unit of 4
-    got = _collect(b for unit in plan.units for b in extract_unit(spied, unit, box=20))
+    groups = group_by_slab(tomo, table, box=20)
+    assert len(groups.groups) == 1  # 3 slabs fit in one group of 4
+    got = _collect(b for group in groups.groups for b in cut_boxes(spied, group, box=20))
     assert len(got) == 2000
     z_starts = [k.start for k in reads]
     assert sorted(z_starts) == sorted(set(z_starts)) == [0, 32, 64]
 
 
-def test_row_window_holds_at_most_three_rows(blob_store, tmp_path, monkeypatch):
-    """Memory is bounded by the window, not by the unit: rows are dropped once passed."""
+def test_slab_window_holds_at_most_three_slabs(blob_store, tmp_path, monkeypatch):
+    """Memory is bounded by the window, not by the group: slabs are dropped once passed."""
     store = convert_mrc_to_ome_zarr(blob_store["mrc"], tmp_path / "c16.zarr",
                                     ConvertConfig(chunk=16, levels=1), progress=False)
-    tomo = open_tomogram(store)  # 6 chunk rows of 16 planes
-    held, row = [], _RowWindow.row
+    tomo = open_tomogram(store)  # 6 slabs of 16 planes
+    held, slab = [], SlabWindow.slab
 
-    def counting_row(window, r):
-        out = row(window, r)
-        held.append(len(window.rows))
+    def counting_slab(window, s):
+        out = slab(window, s)
+        held.append(len(window.slabs))
         return out
 
-    monkeypatch.setattr(_RowWindow, "row", counting_row)
+    monkeypatch.setattr(SlabWindow, "slab", counting_slab)
     table = make_particles(np.random.default_rng(1).uniform(0, [95, 129, 149], size=(500, 3)),
                            "blobs", 8.0)
-    plan = plan_extraction(tomo, table, box=12, rows_per_unit=6)
-    assert len(plan.units) == 1
-    got = _collect(extract_unit(tomo, plan.units[0], box=12))
-    assert len(got) == 500 and max(held) == 3  # a box across two rows, and the prefetch
+    groups = group_by_slab(tomo, table, box=12, slabs_per_group=6)
+    assert len(groups.groups) == 1
+    got = _collect(cut_boxes(tomo, groups.groups[0], box=12))
+    assert len(got) == 500 and max(held) == 3  # a box across two slabs, and the prefetch
 
 
 def test_input_errors(blob_store):
     tomo = open_tomogram(blob_store["store"])
     outside = make_particles([[10, 10, 10], [500, 10, 10]], "blobs", 8.0)
     with pytest.raises(InputError, match=r"blobs.zarr: 1 particle centres lie outside"):
-        plan_extraction(tomo, outside)
+        group_by_slab(tomo, outside)
     wrong_pixel = make_particles([[10, 10, 10]], "blobs", 10.0)
     with pytest.raises(InputError, match="voxel size mismatch"):
-        plan_extraction(tomo, wrong_pixel)
+        group_by_slab(tomo, wrong_pixel)
     empty = make_particles(np.empty((0, 3)), "blobs", 8.0)
     with pytest.raises(InputError, match="particle table is empty"):
-        plan_extraction(tomo, empty)
+        group_by_slab(tomo, empty)
 
 
 def test_collection_round_trip(blob_store, tmp_path):
     table = make_particles(blob_store["centres"], "blobs", 8.0)
     tomo = open_tomogram(blob_store["store"])
-    plan = plan_extraction(tomo, table, box=20)
-    out = write_subtomograms(extract_subtomograms(tomo, table, box=20), plan.n_particles, 20,
+    groups = group_by_slab(tomo, table, box=20)
+    out = write_subtomograms(extract_subtomograms(tomo, table, box=20), groups.n_particles, 20,
                              tmp_path / "sub", {"tomogram": "blobs"})
     boxes, meta = read_subtomograms(out)
     assert boxes.shape == (len(table), 20, 20, 20)

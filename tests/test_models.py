@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dsmscale.models import MODEL_NAMES, DSMNet, build_model
-from dsmscale.train import loss_terms
+from dsmscale.training.losses import loss_terms
 
 PARAMS = {"dsmnet": 1_955_321, "cls": 1_595_222, "seg": 1_800_642, "ssn3d_ed": 896_642,
           "dsrf3d_v2": 18_316_470,

@@ -8,14 +8,17 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from dsmscale.io.particles import make_particles, write_csv
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SCRIPT = r"""
 import json, sys, ray
 from ray.cluster_utils import Cluster
-from dsmscale.infer.config import RunConfig
-from dsmscale.infer.pipeline import run_job
+from dsmscale.pipeline import RunConfig
+from dsmscale.pipeline import run_job
 
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
 cluster.add_node(num_cpus=1)
@@ -43,7 +46,7 @@ def test_work_spreads_over_two_nodes(tmp_path, blob_store, tiny_checkpoint):
     summary = json.loads(run.stdout.split("SUMMARY ", 1)[1].splitlines()[0])
     assert summary["particles_processed"] == len(table)
     assert len(summary["particles_per_node"]) >= 2, summary["particles_per_node"]
-    from dsmscale.infer.sinks import read_results
+    from dsmscale.io.job import JobFolder
 
-    ids = read_results(tmp_path / "job")["particle_id"]
+    ids = JobFolder(tmp_path / "job").read_particles()["particle_id"]
     assert sorted(ids) == list(np.arange(len(table)))

@@ -39,7 +39,7 @@ def _same(a, b, angles=True):
     assert list(a["class_name"]) == list(b["class_name"])
     np.testing.assert_allclose(a["score"], b["score"])
     if angles:  # compare rotations, not Euler triples (ZYZ is not unique)
-        from dsmscale.io.particles import rotation_matrix_zyz
+        from dsmscale.rotations import rotation_matrix_zyz
 
         for ra, rb in zip(a[ANGLES].to_numpy(), b[ANGLES].to_numpy(), strict=True):
             np.testing.assert_allclose(rotation_matrix_zyz(*ra), rotation_matrix_zyz(*rb), atol=1e-9)

@@ -1,10 +1,10 @@
 import numpy as np
 from blobs import blob_tomogram, random_separated_centres
 
-from dsmscale.convert import ConvertConfig, convert_mrc_to_ome_zarr
+from dsmscale.conversion import ConvertConfig, convert_mrc_to_ome_zarr
 from dsmscale.io.mrc import write_volume
 from dsmscale.metrics import match_points
-from dsmscale.pick import PickConfig, non_maximum_suppression, pick_particles
+from dsmscale.picking import PickConfig, non_maximum_suppression, pick_particles
 
 NOISE_STD = 0.35  # per-voxel Gaussian noise vs blob peak 1.0 (sigma 3 px): peak SNR ~ 2.9
 

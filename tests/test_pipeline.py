@@ -11,12 +11,13 @@ from ome_zarr_models.v05 import Image
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
 from dsmscale.errors import InputError
-from dsmscale.extract import box_starts, extract_subtomograms
-from dsmscale.infer.backend import InferenceModel
-from dsmscale.infer.config import RunConfig
-from dsmscale.infer.pipeline import run_job
-from dsmscale.infer.sinks import _paste_unit, read_results
+from dsmscale.extraction import extract_subtomograms
+from dsmscale.geometry import box_starts
+from dsmscale.inference.backend import InferenceModel
+from dsmscale.io.job import JobFolder
 from dsmscale.io.particles import ParticleTable, make_particles, read_star, write_csv
+from dsmscale.pipeline import RunConfig, run_job
+from dsmscale.pipeline.outputs import _paste_unit
 
 
 @pytest.fixture()
@@ -38,12 +39,12 @@ def test_job_outputs_every_particle_once(job):
     # the blob tomogram is at 8 Å, the tiny model was trained on the simulator's 10 Å grid
     assert len(summary["warnings"]) == 1 and "blobs.zarr: 8 Å per voxel at level 0, the model " \
         "was trained at 10 Å" in summary["warnings"][0]
-    results = read_results(Path(config.output))
+    results = JobFolder(Path(config.output)).read_particles()
     assert sorted(results["particle_id"]) == sorted(table.df["particle_id"])
     assert set(results["class_name"]) <= set(torch.load(config.model, weights_only=True)["classes"])
     seg = zarr.open_array(f"{config.output}/segmentation.zarr")
     assert seg.shape[1:] == (40, 40, 40) and seg.shape[0] >= len(table)
-    assert seg.chunks[0] == 64 and results["row"].is_unique
+    assert seg.chunks[0] == 64 and results["box_index"].is_unique
     full = pd.read_parquet(f"{config.output}/particles.parquet")
     assert len(full.loc[0, "features"]) == 1024
     for kind in ("labels", "density"):
@@ -60,8 +61,9 @@ def _check_outputs_are_the_models(config: RunConfig) -> None:
     """Every particle's class, probabilities, mask and density are what the model gives on its
     box (cut anew from the tomogram), and the maps hold the masks and densities where they are."""
     out = Path(config.output)
-    results = read_results(out, columns=["particle_id", "row", "z", "y", "x", "class_index",
-                                         "score", "probabilities"]).sort_values("row")
+    results = JobFolder(out).read_particles(
+        columns=["particle_id", "box_index", "z", "y", "x", "class_index", "score",
+                 "probabilities"]).sort_values("box_index")
     store = Path(next((out / "tomograms").glob("*.zarr")))
     ckpt = load_checkpoint(config.model)
     table = make_particles(results[["z", "y", "x"]].to_numpy(), "blobs", 8.0,
@@ -74,7 +76,7 @@ def _check_outputs_are_the_models(config: RunConfig) -> None:
     np.testing.assert_allclose(probs, torch.softmax(want["logits"], 1).numpy(), atol=0.02)
     np.testing.assert_array_equal(results["class_index"], probs.argmax(1))
     np.testing.assert_allclose(results["score"], probs.max(1), rtol=1e-6)
-    rows = results["row"].to_numpy()
+    rows = results["box_index"].to_numpy()
     seg = zarr.open_array(str(out / "segmentation.zarr"))[:][rows]
     rec = zarr.open_array(str(out / "density.zarr"))[:][rows]
     assert np.mean(seg == want["seg"].argmax(1).numpy()) > 0.99  # bf16 ties may flip a voxel
@@ -114,7 +116,7 @@ def test_pasted_label_map_holds_each_particle_class_plus_one_inside_its_mask():
     shape = np.array([53, 60, 60])
     maps = {"labels": np.zeros(shape, np.uint16), "density": np.zeros(shape, np.float32)}
     rows = pd.DataFrame({"z": [23, 28, 48], "y": [20, 45, 30], "x": [20, 30, 57],
-                         "row": [4, 5, 6], "class_index": [3, 0, 7]})
+                         "box_index": [4, 5, 6], "class_index": [3, 0, 7]})
     zz, yy, xx = np.ogrid[:40, :40, :40]
     balls = {r: (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= r**2 for r in (4, 5, 6)}
     radii = [5, 4, 6]
@@ -142,7 +144,7 @@ def test_rerun_skips_finished_units_and_redoes_lost_ones(job):
     parts[1].unlink()  # as if the job died before this unit finished
     third = run_job(config)
     assert third["particles_processed"] == len(lost)
-    results = read_results(Path(config.output))
+    results = JobFolder(Path(config.output)).read_particles()
     assert sorted(results["particle_id"]) == sorted(table.df["particle_id"])
     assert third["particles_per_s"] > 0 and again["particles_per_s"] is None
     assert "finished by an earlier run" not in Path(config.output, "report.md").read_text()
@@ -168,7 +170,8 @@ def test_coordinates_in_angstrom_do_not_depend_on_the_level_seen(job):
     coordinates are still its level-0 position times the level-0 voxel size."""
     config, table = job
     run_job(config.model_copy(update={"level": 1, "discover": None, "write_maps": False}))
-    results = read_results(Path(config.output)).set_index("particle_id").loc[table.df["particle_id"]]
+    results = JobFolder(config.output).read_particles().set_index("particle_id")
+    results = results.loc[table.df["particle_id"]]
     np.testing.assert_allclose(results[["z_a", "y_a", "x_a"]].to_numpy(), table.coordinates_a(),
                                atol=1e-6)
     np.testing.assert_allclose(results[["z", "y", "x"]].to_numpy(),

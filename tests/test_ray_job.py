@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dsmscale.infer.sinks import read_results
+from dsmscale.io.job import JobFolder
 from dsmscale.io.particles import make_particles, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,5 +112,5 @@ def test_process_dataset_as_ray_job(tmp_path, blob_store, tiny_checkpoint, head_
         logs = _ray_job(env, "logs", submission_id).stdout[-3000:]
         _ray_job(env, "stop", submission_id)
         pytest.fail(f"job did not succeed: {status}\n{logs}\n{_cluster_log_tail(temp_dir)}")
-    results = read_results(tmp_path / "job")
+    results = JobFolder(tmp_path / "job").read_particles()
     assert sorted(results["particle_id"]) == list(np.arange(len(table)))

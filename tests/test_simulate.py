@@ -5,12 +5,12 @@ import zarr
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from dsmscale.simulate.dataset import SimulateConfig, build_datasets
-from dsmscale.simulate.density import load_template
-from dsmscale.simulate.fast import fast_subtomogram, wedge_mask
-from dsmscale.simulate.optics import ctf, ctf_zeros, electron_wavelength_a
-from dsmscale.simulate.structures import find_structure
-from dsmscale.simulate.tomogram import TomogramConfig, simulate_tomogram
+from dsmscale.simulation.dataset import SimulateConfig, build_datasets
+from dsmscale.simulation.density import load_template
+from dsmscale.simulation.fast import fast_subtomogram, wedge_mask
+from dsmscale.simulation.optics import ctf, ctf_zeros, electron_wavelength_a
+from dsmscale.simulation.structures import find_structure
+from dsmscale.simulation.tomogram import TomogramConfig, simulate_tomogram
 
 CLASSES = ("1BXN", "3J9I", "4V1W", "1S3X", "2GHO", "4V94")
 SMALL = TomogramConfig(shape_zyx=(80, 128, 128), classes=CLASSES, copies_per_class=8,
@@ -74,7 +74,7 @@ def test_no_overlapping_molecules(sim):
 def test_centres_line_up_with_density(sim):
     """Each molecule's template, rendered at its true centre, correlates best with the tomogram
     (clean density, and the dark noise-free reconstruction) at zero shift."""
-    from dsmscale.simulate.render import render_template
+    from dsmscale.simulation.render import render_template
 
     p, half = sim.placement, 12
     score_density = np.zeros((5, 5, 5))

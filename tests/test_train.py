@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_grid
-from dsmscale.data import load_split, rotate_boxes_180
 from dsmscale.errors import InputError
-from dsmscale.evaluate import evaluate_checkpoint
-from dsmscale.infer.backend import InferenceModel
+from dsmscale.evaluation import evaluate_checkpoint
+from dsmscale.inference.backend import InferenceModel
+from dsmscale.io.dataset import load_split
 from dsmscale.metrics import (
     fsc_curve,
     fsc_resolution,
@@ -17,7 +17,10 @@ from dsmscale.metrics import (
     target_share_bounds,
 )
 from dsmscale.models import DSMNet
-from dsmscale.train import TrainConfig, TrainStep, epochs_since_best, monitored_value, train
+from dsmscale.training import TrainConfig, train
+from dsmscale.training.augment import rotate_boxes_180
+from dsmscale.training.loop import epochs_since_best, monitored_value
+from dsmscale.training.step import TrainStep
 from dsmscale.weights import resolve_model
 
 
@@ -102,10 +105,10 @@ def test_evaluate_scores_what_the_model_predicts(tiny_checkpoint, tiny_dataset, 
     assert model_grid(ckpt) == (40, 10.0) and ckpt["box"] == 40  # recorded, not the fallback
     data = load_split(tiny_dataset, "test", ckpt["classes"],
                       density_scale=ckpt["normalisation"]["density_scale"])
-    out = InferenceModel(model_from_checkpoint(ckpt), 8, compile="off")(data.x[:, 0].numpy())
-    labels = data.label.numpy()
+    out = InferenceModel(model_from_checkpoint(ckpt), 8, compile="off")(data.boxes)
+    labels = data.labels
     assert metrics["obj_acc"] == pytest.approx(np.mean(out["logits"].argmax(1).numpy() == labels))
-    seg = segmentation_scores(segmentation_counts(out["seg"].argmax(1).numpy(), data.mask.numpy()))
+    seg = segmentation_scores(segmentation_counts(out["seg"].argmax(1).numpy(), data.masks))
     assert metrics["miou"] == pytest.approx(seg["miou"], abs=0.01)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     confusion = np.asarray(saved["confusion"])

@@ -2,8 +2,8 @@
 
 Axes are (z, y, x) in angstrom. Level ``l`` of the pyramid is the 2×2×2 mean of level ``l-1``, so
 its ``scale`` is ``voxel_size × 2**l`` and its ``translation`` is the MRC origin plus
-``(2**l - 1) / 2`` voxels (the centre of the first averaged block). Metadata is validated on read
-with ome-zarr-models.
+`dsmscale.geometry.level_offset` voxels (the centre of the first averaged block). Metadata is
+validated on read with ome-zarr-models.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from dsmscale.errors import InputError
+from dsmscale.geometry import level_offset
 
 Codec = Literal["lz4", "zstd", "blosclz", "zlib", "none"]
 
@@ -51,12 +52,11 @@ def multiscales_metadata(
     """The NGFF ``multiscales`` entry for a (z, y, x) pyramid in Å."""
     datasets = []
     for level in range(n_levels):
-        factor = 2.0**level
-        shift = (factor - 1.0) / 2.0 * voxel_size_a
+        shift = level_offset(level) * voxel_size_a
         datasets.append({
             "path": str(level),
             "coordinateTransformations": [
-                {"type": "scale", "scale": [voxel_size_a * factor] * 3},
+                {"type": "scale", "scale": [voxel_size_a * 2.0**level] * 3},
                 {"type": "translation", "translation": [o + shift for o in origin_a]},
             ],
         })
@@ -129,13 +129,13 @@ class Tomogram:
         return tuple(self.array.chunks)  # type: ignore[return-value]
 
     @property
-    def checked(self) -> CheckedVoxels:
-        """This level's voxels, read with the checks of `CheckedVoxels`."""
-        return CheckedVoxels(self.array, self.source)
+    def validated_voxels(self) -> ValidatedVoxels:
+        """This level's voxels, read with the checks of `ValidatedVoxels`."""
+        return ValidatedVoxels(self.array, self.source)
 
 
 @dataclass(frozen=True)
-class CheckedVoxels:
+class ValidatedVoxels:
     """Array-like reads of a tomogram level (``[z, y, x]`` slices; what `dask.array.from_array`
     needs) that raise `InputError`, naming the store and the region, when a chunk cannot be
     decoded or the voxels read hold NaN or Inf, instead of passing them on to a model."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,34 @@ import zarr
 from dsmscale.errors import InputError
 from dsmscale.io.atomic import build_output_dir
 from dsmscale.io.omezarr import compressor_for
+
+
+@dataclass
+class SubtomogramBatch:
+    """A batch of boxes: ``boxes`` (n, B, B, B) float32 indexed (z, y, x), cut around the
+    centres ``centres_px`` (n, 3) (z, y, x pixels) of particles ``particle_id``; ``padded``
+    flags boxes that crossed the volume edge."""
+
+    particle_id: np.ndarray
+    centres_px: np.ndarray
+    padded: np.ndarray
+    boxes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.particle_id)
+
+
+def create_box_array(
+    path: str | os.PathLike, n: int, box: int, dtype: str = "float32", chunk_boxes: int = 64,
+    attributes: dict | None = None,
+) -> zarr.Array:
+    """Create an (n, box, box, box) Zarr v3 array (Blosc-lz4) of boxes indexed (particle, z, y,
+    x), chunked ``chunk_boxes`` boxes at a time: the one layout of every collection of boxes
+    (extracted subtomograms, datasets, a job's segmentations and densities)."""
+    return zarr.create_array(
+        str(path), shape=(n, box, box, box), chunks=(chunk_boxes, box, box, box), dtype=dtype,
+        compressors=compressor_for(3, "lz4", 5), zarr_format=3,
+        dimension_names=("particle", "z", "y", "x"), attributes=attributes)
 
 
 def write_subtomograms(
@@ -33,10 +62,7 @@ def write_subtomograms(
     """
     def build(tmp: Path) -> None:
         tmp.mkdir()
-        array = zarr.create_array(
-            str(tmp / "boxes.zarr"), shape=(n, box, box, box), chunks=(batch_chunk, box, box, box),
-            dtype="float32", compressors=compressor_for(3, "lz4", 5), zarr_format=3,
-            dimension_names=("particle", "z", "y", "x"))
+        array = create_box_array(tmp / "boxes.zarr", n, box, chunk_boxes=batch_chunk)
         rows, at = [], 0
         for batch in batches:
             array[at:at + len(batch)] = batch.boxes

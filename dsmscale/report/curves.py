@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from dsmscale.report.figures import plt, save_figure
 
 
 def plot_history(history: list[dict], path: Path) -> Path:
@@ -25,7 +22,4 @@ def plot_history(history: list[dict], path: Path) -> Path:
     ax_metric.set_ylim(0, 1)
     ax_metric.set_xlabel("epoch")
     ax_metric.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

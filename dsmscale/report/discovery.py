@@ -1,15 +1,14 @@
-"""Discovery figures: t-SNE of features, and each cluster's average density."""
+"""Discovery figures: t-SNE of features, each cluster's average density, and the unseen-complex
+experiment's averages against the truth with its report."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from dsmscale.report.figures import plt, save_figure
 
 
 def tsne_figure(features: np.ndarray, labels: pd.DataFrame, path: Path, seed: int = 0) -> Path:
@@ -31,10 +30,7 @@ def tsne_figure(features: np.ndarray, labels: pd.DataFrame, path: Path, seed: in
             for i, name in enumerate(names):
                 centre = xy[codes == i].mean(0)
                 ax.annotate(name, centre, fontsize=7, ha="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def density_gallery(averages: np.ndarray, sizes: list[int], path: Path) -> Path:
@@ -51,7 +47,75 @@ def density_gallery(averages: np.ndarray, sizes: list[int], path: Path) -> Path:
             axes[r, c].set_yticks([])
     axes[0, 0].set_ylabel("xy", fontsize=7)
     axes[1, 0].set_ylabel("xz", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
+
+
+def averages_fsc_figure(reference: np.ndarray, averages: dict[str, np.ndarray],
+                        voxel_size_a: float, path: Path) -> dict[str, dict]:
+    """Central z slices of the true density and of each average, and each average's FSC
+    against the truth; returns per average its FSC-0.5 resolution (nm), FSC sum and curve."""
+    from dsmscale.metrics import fsc_curve, fsc_resolution
+
+    box = reference.shape[0]
+    scores = {}
+    fig, axes = plt.subplots(1, 2 + len(averages), figsize=(4 * (2 + len(averages)), 4))
+    axes[0].imshow(reference[box // 2], cmap="gray")
+    axes[0].set_title("true density (central z slice)")
+    for ax, (name, average) in zip(axes[1:], averages.items(), strict=False):
+        ax.imshow(average[box // 2], cmap="gray")
+        ax.set_title(f"{name} average")
+    for name, average in averages.items():
+        curve = fsc_curve(average, reference)
+        scores[name] = {"fsc_resolution_nm": fsc_resolution(curve, box, voxel_size_a / 10),
+                        "fsc_sum": float(np.sum(curve)), "fsc_curve": np.round(curve, 4).tolist()}
+        axes[-1].plot(np.arange(len(curve)) / (box * voxel_size_a / 10), curve, label=name)
+    axes[-1].axhline(0.5, color="k", lw=0.8, ls="--")
+    axes[-1].set(xlabel="spatial frequency (1/nm)", ylabel="FSC", title="FSC vs true density")
+    axes[-1].legend()
+    for ax in axes[:-1]:
+        ax.axis("off")
+    save_figure(fig, path, dpi=110)
+    return scores
+
+
+def unseen_complex_report(result: dict, top_classes: dict[str, int]) -> str:
+    """results/discovery.md: the held-out complex's cluster, its recall and purity, and its
+    averages' FSC against the truth (``result`` as `jobs/discover_unseen.py` writes it;
+    ``top_classes`` the true classes of its best cluster, most first)."""
+    found = result["heldout"]
+    return "\n".join([
+        "# Discovery of an unseen complex (the paper's GroEL experiment, with TRiC 4V94)", "",
+        f"Command: `{result['command']}`  ",
+        f"Commit: `{result['commit']}`; training {result['train_s'] / 60:.0f} min (cached and "
+        f"resumed by config hash), the rest of this run {result['wall_s'] / 60:.0f} min, "
+        "2 CPU cores.  ",
+        f"Data: dataset A (`dsmscale simulate`, seed 0, SNR 0.06), {result['particles']} "
+        f"subtomograms of 22 classes; {result['heldout_class']} ({found['total']} "
+        "particles) held out of training. DSM-Net trained on the other 21 classes for "
+        f"{result['epochs']} epochs (one-cycle); k-means k = {result['k']} on the 1024-d features.",
+        "", "| figure | ours | target (paper) |", "|---|---|---|",
+        f"| recall of {result['heldout_class']} in its best cluster | {found['recall']:.1%} | "
+        "≥ 90 % |",
+        f"| purity of that cluster | {found['purity']:.1%} | ≥ 80 % |",
+        f"| recall / purity over all clusters ≥ 80 % {result['heldout_class']} ("
+        + ", ".join(f"{c}: {v['of_class']} of {v['size']}"
+                    for c, v in found["enriched_clusters"].items())
+        + f") | {found['enriched_recall']:.1%} / {found['enriched_purity']:.1%} | — |",
+        *[f"| FSC 0.5 resolution, {name} average vs truth | {s['fsc_resolution_nm']:.1f} nm "
+          f"(FSC sum {s['fsc_sum']:.2f}) | {'≤ 5.0 nm' if name == 'oracle-aligned' else '—'} |"
+          for name, s in result["fsc"].items()],
+        f"| ARI / NMI of the clustering vs the true classes | {result['ari']:.2f} / "
+        f"{result['nmi']:.2f} | — |", "",
+        f"Best cluster {found['best_cluster']} ({found['cluster_size']} particles), true "
+        "classes: " + ", ".join(f"{c} {n}" for c, n in top_classes.items()) + ".", "",
+        "k-means with k = 22 may split one complex over several clusters (the classifier, "
+        "which never saw it, spreads its particles over the known classes it resembles); the row "
+        "over all clusters at least 80 % held-out says how much of the class such clusters "
+        "hold together. The target is stated for the best single cluster.", "",
+        "The unaligned average is what the reduce stage computes for every cluster: particles "
+        "lie in random orientations, so it is a rotational blur of the structure. The "
+        "oracle-aligned average rotates each member's recovered density upright with the "
+        "simulator's true orientation before averaging (members of other classes included): it "
+        "measures what the recovery head gives for a never-seen structure, as subtomogram "
+        "averaging with perfect alignment would.", "",
+        "![t-SNE](discovery/tsne.png)", "", "![averages and FSC](discovery/averages_fsc.png)", ""])

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from dsmscale.report.figures import plt, save_figure
 
 
 def confusion_figure(confusion: np.ndarray, classes: list[str], path: Path) -> Path:
@@ -21,15 +19,13 @@ def confusion_figure(confusion: np.ndarray, classes: list[str], path: Path) -> P
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def slices_figure(examples: dict[str, np.ndarray], path: Path) -> Path:
     """Central xy slices per particle: input, true mask, predicted mask, true and recovered
-    density (columns present only for the heads the model has)."""
+    density (columns present only for the heads the model has); every example is a (B, B, B)
+    volume."""
     columns = [("x", "input"), ("mask", "true mask"), ("seg", "segmentation"),
                ("density", "true density"), ("rec", "recovered")]
     columns = [(k, t) for k, t in columns if k in examples]
@@ -38,13 +34,9 @@ def slices_figure(examples: dict[str, np.ndarray], path: Path) -> Path:
     for row in range(n):
         for col, (key, title) in enumerate(columns):
             vol = examples[key][row]
-            vol = vol.argmax(0) if key == "seg" else (vol[0] if vol.ndim == 4 else vol)
             axes[row, col].imshow(vol[vol.shape[0] // 2], cmap="gray")
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
             if row == 0:
                 axes[row, col].set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

@@ -8,22 +8,9 @@ figures.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
-import pyarrow.dataset as pads
-
-
-def streamed_counts(out: Path, column: str) -> Counter:
-    """Value → particles for one column, streamed over the job's Parquet parts."""
-    counts: Counter = Counter()
-    dataset = pads.dataset(out / "particles.parquet", format="parquet")
-    if column not in dataset.schema.names:
-        return counts
-    for batch in dataset.to_batches(columns=[column]):
-        for item in batch.column(column).value_counts().to_pylist():
-            counts[item["values"]] += item["counts"]
-    return counts
+from dsmscale.io.job import JobFolder
 
 
 def _timings(summary: dict) -> list[str]:
@@ -70,9 +57,9 @@ def _throughput(summary: dict) -> str:
             f"({summary['particles_per_s']:.1f}/s in the inference stage)")
 
 
-def write_job_report(out: Path, summary: dict, discovery: dict | None) -> Path:
-    """Write ``out/report.md`` from the job summary and the discovery summary (if any)."""
-    counts = streamed_counts(out, "class_name")
+def write_job_report(job: JobFolder, summary: dict, discovery: dict | None) -> Path:
+    """Write ``JOB/report.md`` from the job summary and the discovery summary (if any)."""
+    counts = job.value_counts("class_name")
     lines = [
         "# dsmscale job report", "",
         f"{summary['particles']} particles in {summary['tomograms']} tomogram(s); model "
@@ -80,7 +67,7 @@ def write_job_report(out: Path, summary: dict, discovery: dict | None) -> Path:
         *[f"**Warning:** {line}  " for line in summary.get("warnings", [])],
         *_timings(summary), "",
         "## Particles per tomogram", "", "| tomogram | particles |", "|---|---|",
-        *[f"| {t} | {n} |" for t, n in sorted(streamed_counts(out, "tomogram").items())],
+        *[f"| {t} | {n} |" for t, n in sorted(job.value_counts("tomogram").items())],
         "",
     ]
     if counts:
@@ -88,6 +75,5 @@ def write_job_report(out: Path, summary: dict, discovery: dict | None) -> Path:
                   *[f"| {c} | {n} |" for c, n in counts.most_common()], ""]
     if discovery:
         lines += _discovery(discovery)
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    job.report.write_text("\n".join(lines) + "\n")
+    return job.report

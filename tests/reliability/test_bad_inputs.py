@@ -308,6 +308,7 @@ def test_run_rejects_a_table_of_several_tomograms(tmp_path, store, tiny_checkpoi
     assert not (tmp_path / "job" / "summary.json").exists()
 
 
+@pytest.mark.ray
 def test_run_with_every_box_skipped_at_the_edge(tmp_path, store, tiny_checkpoint):
     (tmp_path / "edge").mkdir()
     config = _run_yaml(tmp_path, store, model=str(tiny_checkpoint), edge="skip",
@@ -390,8 +391,8 @@ def test_evaluate_and_train_reject_a_damaged_dataset(tmp_path, tiny_dataset, tin
                                                      case):
     """In-process (the CLI's one line for an `InputError` is the test below): the error names
     the file, and neither an evaluation nor a run folder is left."""
-    from dsmscale.evaluate import evaluate_checkpoint
-    from dsmscale.train import TrainConfig, train
+    from dsmscale.evaluation import evaluate_checkpoint
+    from dsmscale.training import TrainConfig, train
 
     dataset = _damaged_dataset(tmp_path, tiny_dataset, case)
     name, problem = DATASET_CASES[case]
@@ -456,6 +457,7 @@ def test_convert_reports_each_failed_input_and_warns_on_one_line(tmp_path):
         f"dsmscale convert: warning: {broken}: opened in permissive mode: Map ID string not found")
 
 
+@pytest.mark.ray
 def test_run_stops_at_a_store_with_nan_voxels(tmp_path, store, tiny_checkpoint):
     damaged = _damaged_store(tmp_path, store, "nan")  # found by the extraction task on Ray
     result = run_cli("run", "--config", _run_yaml(tmp_path, damaged, model=str(tiny_checkpoint)))

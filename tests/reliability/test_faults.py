@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 import yaml
 
-from dsmscale.infer.config import RunConfig
-from dsmscale.infer.pipeline import run_job
-from dsmscale.infer.sinks import read_results
+from dsmscale.io.job import JobFolder
 from dsmscale.io.particles import make_particles, write_csv
+from dsmscale.pipeline import RunConfig, run_job
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,13 +43,13 @@ def _parts(out: Path) -> int:
 
 
 def _exactly_once(out: Path, table) -> None:
-    ids = read_results(out)["particle_id"]
+    ids = JobFolder(out).read_particles()["particle_id"]
     assert ids.is_unique, "a particle was written twice"
     assert sorted(ids) == sorted(table.df["particle_id"]), "particles were lost"
 
 
 def test_actor_killed_mid_job(tmp_path, blob_store, tiny_checkpoint, ray_session):
-    config, table = _job(tmp_path, blob_store, tiny_checkpoint, max_restarts=3)
+    config, table = _job(tmp_path, blob_store, tiny_checkpoint, max_actor_restarts=3)
     out = Path(config["output"])
     killed = []
 
@@ -56,7 +58,7 @@ def test_actor_killed_mid_job(tmp_path, blob_store, tiny_checkpoint, ray_session
         while time.time() < deadline and not killed:
             if _parts(out) >= 2:
                 for proc in psutil.process_iter(["cmdline"]):
-                    if "Predictor" in " ".join(proc.info["cmdline"] or []):
+                    if "InferenceActor" in " ".join(proc.info["cmdline"] or []):
                         proc.kill()
                         killed.append(proc.pid)
                         break

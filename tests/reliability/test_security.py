@@ -98,6 +98,7 @@ print(json.dumps(found))
 """
 
 
+@pytest.mark.ray
 def test_embedded_ray_dashboard_is_localhost_only(tmp_path):
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                             timeout=180, cwd=tmp_path,

@@ -1,0 +1,1 @@
+"""Experiments that compose the stages: the paper reproduction and its statistics."""

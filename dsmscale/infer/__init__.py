@@ -1,1 +1,0 @@
-"""Distributed inference: plan work units, extract on CPU tasks, predict on an actor pool, sink."""

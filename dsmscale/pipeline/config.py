@@ -1,0 +1,68 @@
+"""The typed configuration of a ``dsmscale run`` job (also ``jobs/process_dataset.py``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, PositiveInt, field_validator
+
+from dsmscale.config import JobConfig
+from dsmscale.discovery.config import DiscoverConfig
+from dsmscale.io.pyramid import ConvertConfig
+from dsmscale.picking import PickConfig
+
+COMPILE_MIN_PARTICLES = 20_000
+
+
+class RunConfig(JobConfig):
+    """Tomograms in, every particle classified, segmented and recovered out.
+
+    ``tomograms`` are MRC files (converted to OME-Zarr first) or OME-Zarr stores: local paths,
+    fsspec URLs or globs. ``particles`` are tables matched to tomograms by file stem (or one table
+    for one tomogram); with none, the DoG picker finds particles.
+    """
+
+    tomograms: list[str] = Field(min_length=1)
+    particles: list[str] = Field(default_factory=list)
+    output: str
+    model: str = Field("default", description="'default', 'student' or a checkpoint path")
+    box: int | None = Field(None, ge=8, description="box edge in voxels; default the model's "
+                            "(another is an error: the network takes one box size)")
+    level: int = Field(0, ge=0, description="pyramid level the model sees")
+    edge: Literal["pad", "skip"] = "pad"
+    voxel_size_a: float | None = Field(
+        None, gt=0, description="pixel size (Å) for tables that record none (one that does "
+        "must agree)")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="subtomograms per forward pass; 'auto': the fastest of 4-256 timed "
+        "by each actor at start-up (small on CPUs, large on GPUs)")
+    num_actors: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        1, description="model actors: a fixed number, or (min, max) to autoscale between")
+    gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 if GPUs exist")
+    cpus_per_actor: float = Field(1.0, gt=0)
+    threads_per_actor: int | None = Field(None, ge=1, description="torch threads per actor")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the model in each actor; 'auto': when the job has "
+        f"at least {COMPILE_MIN_PARTICLES} particles per actor to amortise the compile time")
+    cpus_per_extract_task: float = Field(1.0, gt=0)
+    max_actor_restarts: int = Field(3, ge=0, description="restarts of a model actor that died "
+                                    "(its unit is then retried on the restarted actor)")
+    io_retries: int = Field(3, ge=0, description="in-place retries of a work unit's extraction "
+                            "or writing after an I/O error (OSError), before the job fails")
+    max_particles_per_unit: int = Field(512, ge=1, description="work unit size cap")
+    object_store_budget_gb: float = Field(
+        1.0, gt=0, description="Ray Data's object-store budget for subtomograms in flight "
+        "(a 512-particle unit of 40³ float32 boxes is 131 MB): bounds memory whatever the job size")
+    write_maps: bool = Field(True, description="tomogram-scale label and density OME-Zarr")
+    ray_address: str | None = Field(None, description="default: RAY_ADDRESS or embedded Ray")
+    pick: PickConfig = Field(default_factory=PickConfig)
+    convert: ConvertConfig = Field(default_factory=ConvertConfig)
+    discover: DiscoverConfig | None = Field(default_factory=DiscoverConfig,
+                                            description="feature clustering; null to skip")
+
+    @field_validator("num_actors")
+    @classmethod
+    def _min_not_above_max(cls, value):
+        if isinstance(value, tuple) and value[0] > value[1]:
+            raise ValueError(f"(min, max) = {value}: min is above max")
+        return value

@@ -1,0 +1,106 @@
+"""Model cards: what a shipped model is, what it was trained on and how, and how well it does.
+
+Written beside each shipped checkpoint (``dsmscale/weights/*.md``) by ``jobs/ship_model.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dsmscale.checkpoints import model_grid
+
+#: What each ``monitor`` of `dsmscale.training.TrainConfig` follows, in words.
+MONITOR_TEXT = {"val_loss": "lowest validation loss",
+                "val_score": "highest mean of validation object accuracy and mIoU"}
+
+
+def model_card(name: str, target: Path, ckpt: dict, metrics: dict[str, dict], data_info: dict,
+               command: str, commit: str) -> str:
+    """The card of checkpoint ``ckpt`` shipped as ``target`` under ``name``: its classes,
+    training data (``data_info``, the simulator's summary.json), input, config, provenance and
+    test ``metrics`` per dataset."""
+    cfg = ckpt["config"]
+    box, voxel_a = model_grid(ckpt)
+    distilled = _distillation(cfg, ckpt.get("teacher_run_hash"))
+    rows = "\n".join(
+        f"| {dataset} (SNR {data_info.get('snr_measured', {}).get(dataset, float('nan')):.3f}) | "
+        f"{m['n']} | {_pct(m['obj_acc'])} | {_pct(m['pix_acc'])} | {_pct(m['miou'])} | "
+        f"{m['fsc_resolution_nm']:.1f} |" for dataset, m in metrics.items())
+    return f"""# Model card: `{target.name}` ({name})
+
+DSM-Net ({ckpt['model']}: heads {', '.join(ckpt['heads'])}), {sum(v.numel() for v in
+ckpt['state_dict'].values()):,} parameters and buffers, {target.stat().st_size / 1e6:.1f} MB.
+
+- **Classes ({ckpt['n_classes']}):** {', '.join(ckpt['classes'])}
+- **Training data:** `{cfg['dataset']}` — {_training_data(cfg, data_info)}
+- **Input:** {box}³ boxes at {voxel_a / 10:g} nm/voxel, normalised per box (zero mean, unit
+  variance); recovered
+  density in Da/voxel (× {ckpt['normalisation']['density_scale']:g}).
+- **Config:** model {cfg['model']}, loss cls:seg:rec {cfg['loss_weights']}, Adam lr {cfg['lr']}
+  betas {cfg['betas']}, batch {cfg['batch_size']}{_micro(cfg)}{_augment(cfg)}{_batch_norm(cfg)},
+  {cfg['max_epochs']} epochs {cfg['schedule']},
+  seed {cfg['seed']}; best epoch ({MONITOR_TEXT[cfg.get('monitor', 'val_loss')]})
+  {ckpt['epoch'] + 1} of {cfg['max_epochs']}.
+{distilled}- **Command:** `{command}` at commit `{commit}`; run hash
+  `{ckpt['run_hash']}`.
+
+## Test-split metrics (this checkpoint, `dsmscale evaluate`)
+
+| dataset | n | object acc | pixel acc | mIoU | FSC 0.5 (nm) |
+|---|---|---|---|---|---|
+{rows}
+
+Limits: trained on simulation only; on real tomograms expect a domain gap (use it to
+bootstrap, then fine-tune on labelled real data).
+"""
+
+
+def _micro(cfg: dict) -> str:
+    """' in micro-batches of N' when the run split its batches (see TrainConfig.micro_batch)."""
+    micro = cfg.get("micro_batch")
+    return f" in micro-batches of {micro}" if micro and micro < cfg["batch_size"] else ""
+
+
+def _batch_norm(cfg: dict) -> str:
+    """The config line's clause for a network without batch normalisation (TrainConfig.batch_norm)."""
+    return ", without batch normalisation (the plain reading)" if cfg.get("batch_norm") is False else ""
+
+
+def _augment(cfg: dict) -> str:
+    """The augmentation clause of the config line (see TrainConfig.augment)."""
+    return (", each box rotated by a random one of the 180° turns about z, y, x that keep the "
+            "missing wedge" if cfg.get("augment") else "")
+
+
+def _training_data(cfg: dict, data_info: dict) -> str:
+    """How the training dataset was simulated, from the simulator's summary.json."""
+    sim = data_info.get("config")
+    if not sim:
+        return "(no summary.json beside the datasets: simulation settings unknown)"
+    tomo, name = sim["tomogram"], Path(cfg["dataset"]).name
+    shape = "×".join(str(round(n * tomo["voxel_size_a"] / 10)) for n in tomo["shape_zyx"][::-1])
+    return (f"simulated by `dsmscale simulate` ({sim['n_tomograms']} crowded {shape} nm "
+            f"tomogram(s) at {tomo['voxel_size_a'] / 10:g} nm, tilt ±{tomo['tilt_max_deg']:g}° / "
+            f"{tomo['tilt_step_deg']:g}°, CTF {tomo['voltage_kv']:g} kV Cs {tomo['cs_mm']:g} mm "
+            f"{tomo['defocus_um']:g} ± {tomo['defocus_jitter_um']:g} µm underfocus, MTF, WBP) at "
+            f"**SNR {data_info['snr_measured'][name]:.3f} only (dataset {name})**; train split "
+            f"{sim['split_fractions'][0]:.0%}.")
+
+
+def _distillation(cfg: dict, teacher_run: str | None) -> str:
+    """The model card's distillation line (empty for a model trained on labels alone)."""
+    if not cfg.get("teacher"):
+        return ""
+    loss = cfg["distill_loss"] + (f" at T = {cfg['temperature']:g}" if cfg["distill_loss"] == "kl"
+                                  else "")
+    run = f" (run `{teacher_run}`)" if teacher_run else ""
+    when = " as shipped when the student was trained" if cfg["teacher"] == "default" else ""
+    return (f"- **Distilled from:** `{cfg['teacher']}`{when}{run} — "
+            f"classification {loss}, soft segmentation and recovery; "
+            f"{cfg['hard_weight']:g} of the loss from the true targets.\n")
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+

@@ -1,1 +1,0 @@
-"""Simulated tomograms: the realistic tilt-series simulator and its Fourier-space shortcut."""

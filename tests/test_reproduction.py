@@ -1,0 +1,169 @@
+"""The paper reproduction: its tables (`dsmscale.report.reproduction`) from rows made up here and
+the tiny dataset, and its row bookkeeping (`dsmscale.experiments.reproduction`)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from dsmscale.experiments import reproduction
+from dsmscale.report.reproduction import precision_text, write_results
+
+
+def _row(model, obj_acc=None, miou=None, pix_acc=None, variant=None, run_hash="r0",
+         loss_ratio="1:10:1"):
+    return {"dataset": "A", "model": model, "loss_ratio": loss_ratio, "pix_acc": pix_acc,
+            "miou": miou, "obj_acc": obj_acc, "fsc_resolution_nm": None, "converged": True,
+            "train_loss_first_last": [3.0, 1.0],
+            "epochs": 2, "best_epoch": 1, "wall_s": 60.0, "precision": "bf16", "threads": 1,
+            "commit": "abc", "run_hash": run_hash, "variant": variant}
+
+
+@pytest.fixture(scope="module")
+def report(tiny_dataset, tmp_path_factory):
+    """results/ written from made-up rows: the rows, the markdown, the folder and the test
+    split's size."""
+    last = {"pix_acc": 0.998, "miou": 0.88, "obj_acc": 0.95, "fsc_resolution_nm": None}
+    table = pd.read_parquet(tiny_dataset / "particles.parquet")
+    classes = table["class_name"].unique()
+    f1 = {name: {c: f + 0.05 * i for i, c in enumerate(classes)}
+          for name, f in (("net", 0.5), ("aug", 0.7))}
+    val = {"val_total": [1.2, 1.4], "val_obj_acc": [0.5, 0.6]}
+    rows = [_row("dsmnet", 0.90, 0.86, 0.997, run_hash="net")
+            | {"last_epoch": last, "val_best_last": val, "f1_per_class": f1["net"]},
+            _row("cls", 0.80) | {"converged": False, "train_loss_first_last": [3.09, 3.01]},
+            _row("seg", miou=0.87, pix_acc=0.997),
+            _row("dsmnet", 0.91, 0.80, 0.996, loss_ratio="1:1:1"),
+            _row("dsmnet", 0.70, 0.84, 0.997, loss_ratio="1:100:1"),
+            _row("dsmnet", 0.72, 0.83, 0.997, loss_ratio="1:2:1"),
+            _row("dsrf3d_v2", 0.05) | {"converged": False, "train_loss_first_last": [3.1, 3.0],
+                                       "precision": "fp32"},
+            _row("dsmnet", 0.93, 0.85, 0.997, variant="augment=True", run_hash="aug")
+            | {"f1_per_class": f1["aug"]}]
+    n_test = int((table["split"] == "test").sum())
+    for r in rows:  # the dataset folder's test split, but DSRF3D-v2 saw another simulation
+        r["n_test"] = n_test + 2 * (r["model"] == "dsrf3d_v2")
+    results = tmp_path_factory.mktemp("reproduction") / "results"
+    training = {"dataset": "B", "model": "dsrf3d_v2", "loss_ratio": "1:10:1", "epochs": 5,
+                "max_epochs": 24, "run_hash": "d18a", "train_loss_first_last": [3.2521, 3.0922],
+                "val_obj_acc": 0.0452, "precision": "fp32", "threads": 2}
+    waiting = {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 0}
+    write_results(rows, tiny_dataset.parent, "cmd", results,
+                  pending=[training] + [waiting] * 8, schedule="a schedule")
+    return {"rows": rows, "md": (results / "reproduction.md").read_text(), "results": results,
+            "n_test": n_test, "table": table}
+
+
+def test_targets_say_met_missed_or_pending(report):
+    md = report["md"]
+    assert "- A: DSM-Net object accuracy ≥ 94 %: 90.00 vs 94.00 — missed by 4.00 points" in md
+    assert "- A: DSM-Net accuracy above the Cls subnet's: 90.00 vs 80.00 — met" in md
+    assert "- A: DSM-Net mIoU above the Seg subnet's: 86.00 vs 87.00 — missed by 1.00 points" in md
+    assert "- B: DSM-Net object accuracy ≥ 54 %: pending (row not run yet)" in md
+
+
+def test_unfinished_rows_say_how_far_they_trained(report):
+    md = report["md"]
+    assert "9 of 16 rows have not finished" in md
+    assert ("- B dsrf3d_v2 1:10:1: 5 of at most 24 epochs trained (run `d18a`, fp32, 2 threads); "
+            "training loss 3.252 → 3.092, validation object accuracy 4.52 % at the last epoch") in md
+    assert "- B cls 1:10:1: not started" in md
+
+
+def test_schedule_names_rows_of_another_precision(report):
+    assert precision_text([]).startswith("autocast precision auto")  # no row finished yet
+    assert ("a schedule, autocast precision auto (bf16 where the hardware has it natively, else "
+            "fp32): bf16 (fp32: A dsrf3d_v2 1:10:1).") in report["md"]
+
+
+def test_convergence_gives_the_loss_as_evidence(report):
+    md, n_test = report["md"], report["n_test"]
+    assert ("- A: did not converge — training loss 3.1 → 3 over 2 epochs; test object accuracy "
+            "5.00 %.") in md
+    assert f"| no (training loss 3.09 → 3.01) | 2 | {n_test} |" in md
+
+
+def test_rows_scored_on_another_simulation_are_named(report):
+    md, n_test = report["md"], report["n_test"]
+    assert ("(the dataset folder held a different simulation when they ran): "
+            f"{n_test} boxes: 6 rows; {n_test + 2} boxes: A dsrf3d_v2 1:10:1.") in md
+    assert (f"The dataset folder now holds another simulation (test boxes: A {n_test}) than the "
+            f"rows scored on {n_test + 2} boxes saw") in md
+
+
+def test_loss_ratios_in_order_with_the_best_named(report):
+    md = report["md"]
+    ratio_rows = [line for line in md.splitlines() if line.startswith("| A | 1:")]
+    assert [line.split(" | ")[1] for line in ratio_rows] == ["1:1:1", "1:2:1", "1:10:1", "1:100:1"]
+    assert "- A: best mIoU at 1:10:1, best object accuracy at 1:1:1." in md
+
+
+def test_last_epoch_and_tried_rows_give_their_change(report):
+    md = report["md"]
+    assert ("| A | dsmnet | 1:10:1 | 1 of 2 | 1.200 → 1.400 | 50.00 → 60.00 | 99.80 | "
+            "88.00 (+2.00) | 95.00 (+5.00) |") in md
+    assert "## Targets with the last epoch" in md
+    assert "- A: DSM-Net object accuracy ≥ 94 %: 95.00 vs 94.00 — met" in md
+    assert ("| A | dsmnet | 1:10:1 | augment=True | 99.70 | 85.00 (-1.00) | 93.00 (+3.00) | yes "
+            "| 2 |") in md
+
+
+def test_target_share_and_per_class_sizes_are_measured_from_the_masks(report, tiny_dataset):
+    md, table = report["md"], report["table"]
+    test = np.sort(table.loc[table["split"] == "test", "index"].to_numpy())
+    share = zarr.open_array(str(tiny_dataset / "mask.zarr"))[:][test].mean()
+    assert f"| A | dsmnet | {share * 100:.2f} |" in md
+    assert "| class | target voxels | F1 A | F1 A augment=True |" in md  # one dataset: one size
+    classes = set(table["class_name"])
+    sizes = [float(line.split("|")[2]) for line in md.splitlines()
+             if line.startswith("| ") and line.split("|")[1].strip() in classes]
+    tested = table.loc[table["split"] == "test", "class_name"].nunique()
+    assert len(sizes) == tested and sizes == sorted(sizes)  # smallest target first
+
+
+def test_json_holds_the_rows_and_the_figure_is_drawn(report):
+    assert (report["results"] / "reproduction.png").is_file()
+    assert json.loads((report["results"] / "reproduction.json").read_text()) == report["rows"]
+
+
+def test_finished_rows_read_run_folders_and_keep_recorded_rows_whose_folder_is_gone(tmp_path):
+    data, workdir, weights = tmp_path / "data", tmp_path / "work", (1.0, 10.0, 1.0)
+    plan = [("A", "dsmnet", weights, 1, None), ("A", "dsmnet", weights, 1, {"augment": True}),
+            ("B", "cls", weights, 1, None)]
+    hashes = [reproduction.row_config(data, workdir, *row).run_hash() for row in plan]
+    assert len(set(hashes)) == 3
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "reproduction.json").write_text(json.dumps(
+        [{"run_hash": h, "source": "record"} for h in hashes[:2]]))
+    recorded = reproduction.recorded_rows(results)
+    assert set(recorded) == set(hashes[:2])
+    assert reproduction.recorded_rows(tmp_path / "nowhere") == {}
+    on_disk = workdir / "runs" / hashes[1]  # the tried row's folder is on disk: it wins
+    (on_disk / "eval").mkdir(parents=True)
+    (on_disk / "result.json").write_text(json.dumps(
+        {"run_hash": hashes[1], "best_epoch": 1, "variant": "augment=True"}))
+    (on_disk / "history.json").write_text(json.dumps(
+        [{"val_total": 1.0, "val_obj_acc": 0.5, "threads": 2},
+         {"val_total": 0.9, "val_obj_acc": 0.6, "threads": 2}]))
+    (on_disk / "eval" / "metrics.json").write_text(json.dumps({"f1_per_class": {"1BXN": 0.5}}))
+    training = workdir / "runs" / hashes[2]  # the B row has trained one epoch
+    training.mkdir(parents=True)
+    (training / "history.json").write_text(json.dumps(
+        [{"train_total": 3.2, "val_obj_acc": 0.05, "precision": "fp32", "threads": 1}]))
+    assert reproduction.pending_rows(plan, data, workdir, recorded) == [
+        {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 1, "max_epochs": 24,
+         "run_hash": hashes[2], "train_loss_first_last": [3.2, 3.2], "val_obj_acc": 0.05,
+         "precision": "fp32", "threads": 1}]
+    (training / "history.json").unlink()
+    assert reproduction.pending_rows(plan, data, workdir, {})[1:] == [  # not started: no history
+        {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 0, "max_epochs": 24,
+         "run_hash": hashes[2]}]
+    rows = reproduction.finished_rows(plan, data, workdir, recorded)
+    assert rows == [{"run_hash": hashes[0], "source": "record"},  # the B row is neither: left out
+                    {"run_hash": hashes[1], "best_epoch": 1, "variant": "augment=True",
+                     "threads": 2, "val_best_last": {"val_total": [1.0, 0.9],
+                                                     "val_obj_acc": [0.5, 0.6]},
+                     "f1_per_class": {"1BXN": 0.5}}]
