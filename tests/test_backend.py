@@ -28,6 +28,7 @@ def test_batch_size_does_not_change_outputs(model_and_boxes):
         torch.testing.assert_close(one[key], two[key], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_compiled_matches_eager_with_padded_last_batch(model_and_boxes):
     model, boxes = model_and_boxes
     eager = InferenceModel(copy.deepcopy(model), 4, compile="off", precision="fp32")

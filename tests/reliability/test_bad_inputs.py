@@ -438,6 +438,7 @@ def test_negative_threads_are_an_argument_error(tmp_path, tiny_checkpoint, tiny_
         result.stderr.splitlines()[-1])
 
 
+@pytest.mark.ray
 def test_convert_reports_each_failed_input_and_warns_on_one_line(tmp_path):
     good = write_volume(tmp_path / "good.mrc", np.ones((8, 8, 8)), 10.0)
     zero = _mrc(tmp_path / "zero.mrc", np.ones((8, 8, 8)), voxel_size=0.0)
