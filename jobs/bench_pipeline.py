@@ -41,7 +41,7 @@ from dsmscale.io.job import JobFolder
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.particles import make_particles, write_csv
 from dsmscale.pipeline import RunConfig, run_job
-from dsmscale.pipeline.dataset import actor_pool, configure_data_context
+from dsmscale.pipeline.dataset import actor_pool, configure_data_context, unit_results
 from dsmscale.pipeline.plan import JobPlan
 from dsmscale.pipeline.sink import CutUnit, UnitSink, create_outputs
 from dsmscale.pipeline.tasks import InferenceActor, cut_unit
@@ -109,7 +109,7 @@ def inference_stage(config: RunConfig, plan: JobPlan, checkpoint: Path, sink_sta
         ds = ds.map_batches(write_stage, batch_size=1,
                             fn_kwargs={"job": str(job.root), "classes": classes})
     start = time.perf_counter()
-    n = sum(int(np.sum(b["n"])) for b in ds.iter_batches(batch_size=None))
+    n = sum(int(np.sum(b["n"])) for b in unit_results(ds))
     assert n == plan.n_particles and len(job.finished_units()) == len(plan.units)
     return n / (time.perf_counter() - start)
 

@@ -27,7 +27,7 @@ from dsmscale.io.job import JobFolder
 from dsmscale.io.omezarr import open_tomogram
 from dsmscale.parallel import ensure_ray
 from dsmscale.pipeline.config import COMPILE_MIN_PARTICLES, RunConfig
-from dsmscale.pipeline.dataset import build_dataset, configure_data_context
+from dsmscale.pipeline.dataset import build_dataset, configure_data_context, unit_results
 from dsmscale.pipeline.inputs import JobInputs, name_inputs, resolve_particles, resolve_tomograms
 from dsmscale.pipeline.plan import IDENTITY, JobPlan, plan_units
 from dsmscale.pipeline.sink import create_outputs
@@ -65,7 +65,7 @@ def run_inference(config: RunConfig, plan: JobPlan, job: JobFolder, checkpoint: 
     per_node: dict[str, int] = {}
     actor_s = {"model_s": 0.0, "write_s": 0.0}
     with tqdm(total=total, unit="particle", desc="inference", smoothing=0.1) as bar:
-        for batch in ds.iter_batches(batch_size=None):
+        for batch in unit_results(ds):
             for node, n in zip(batch["node"], batch["n"], strict=True):
                 per_node[str(node)] = per_node.get(str(node), 0) + int(n)
             for key in actor_s:
