@@ -292,8 +292,8 @@ COMMANDS = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only ``command``'s arguments (all without one) are built, so a command
-    imports only its own job's config."""
+    """The parser with every subcommand, but the arguments of ``command`` only (none without
+    one: the top-level help needs none), so a command imports only its own job's config."""
     parser = argparse.ArgumentParser(
         prog="dsmscale", epilog=EPILOG,
         description="DSM-Net for cryo-ET at scale: convert tomograms, pick, extract, infer.")
@@ -302,7 +302,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (func, config, add_arguments, help, description) in COMMANDS.items():
         p = sub.add_parser(name, help=help, description=description, epilog=EPILOG)
         p.set_defaults(func=func, default_model=None)
-        if command not in (None, name):
+        if name != command:
             continue
         if config is not None:
             p.add_argument("--config", type=Path, help=f"YAML with {config} keys")

@@ -10,8 +10,9 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
+import dsmscale
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
-from dsmscale.cli import main
+from dsmscale.cli import COMMANDS, main
 from dsmscale.geometry import box_starts, boxes_inside
 from dsmscale.io.job import JobFolder
 from dsmscale.io.omezarr import open_tomogram
@@ -106,3 +107,20 @@ def test_train_distill_and_evaluate_commands_pass_their_flags(tmp_path, tiny_dat
                  str(tmp_path / "eval"), "--threads", "2"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert f"obj_acc {metrics['obj_acc']:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_explains_itself_with_its_configs_defaults(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    assert f"usage: dsmscale {command}" in shown
+    config = COMMANDS[command][1]
+    if config:
+        assert f"YAML with {config} keys" in shown
+        fields = getattr(dsmscale, config).model_fields
+        numbers = [f for f, info in fields.items() if isinstance(info.default, int | float)
+                   and not isinstance(info.default, bool) and f"--{f.replace('_', '-')} " in shown]
+        for field in numbers:  # every flag of a numeric field shows the field's own default
+            assert f"(default {fields[field].default})" in shown, field
