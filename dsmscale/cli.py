@@ -141,7 +141,7 @@ def _flag(p: argparse.ArgumentParser, cls, field: str, *names: str, **kwargs) ->
     default = info.default
     shown = "" if default in (None, PydanticUndefined) or isinstance(default, bool) else (
         f" (default {default})")
-    kwargs.setdefault("help", f"{info.description or field}{shown}")
+    kwargs["help"] = f"{kwargs.get('help') or info.description or field}{shown}"
     p.add_argument(*(names or (f"--{field.replace('_', '-')}",)), dest=field, default=None,
                    **kwargs)
 
@@ -203,7 +203,9 @@ def _train_arguments(p: argparse.ArgumentParser, c) -> None:
     _flag(p, c, "max_epochs", type=int)
     _flag(p, c, "threads", type=int)
     _flag(p, c, "augment", action="store_true")
-    _flag(p, c, "batch_norm", "--no-batch-norm", action="store_false")
+    _flag(p, c, "batch_norm", "--no-batch-norm", action="store_false",
+          help="no batch normalisation after the 3³ convs: the papers' plain reading (ours "
+          "normalises; without it classification may not converge)")
     _flag(p, c, "monitor", choices=["val_loss", "val_score"])
     _flag(p, c, "micro_batch", type=int)
 
@@ -230,7 +232,8 @@ def _run_arguments(p: argparse.ArgumentParser, c) -> None:
           "(TS_01.star for TS_01.mrc), or one table for one tomogram")
     _flag(p, c, "output", "-o", "--output", type=Path, help="job output folder")
     _flag(p, c, "model")
-    _flag(p, c, "num_actors", type=int)
+    _flag(p, c, "num_actors", type=int,
+          help="inference actors (in YAML also [min, max], to autoscale between)")
 
 
 def _discover_arguments(p: argparse.ArgumentParser, c) -> None:

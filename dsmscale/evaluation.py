@@ -13,12 +13,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from dsmscale.hardware import configure_threads
 from dsmscale.inference import Predictor
 from dsmscale.io.atomic import write_file_atomic
-from dsmscale.io.dataset import Split, check_grid, load_split
+from dsmscale.io.dataset import Split, check_grid, dataset_grid, load_split
 from dsmscale.metrics import fsc_curve, fsc_resolution, segmentation_counts, segmentation_scores
 
 #: Boxes per forward pass.
@@ -76,11 +77,13 @@ class Scores:
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLike,
                         split: str = "test", output: str | os.PathLike | None = None,
                         threads: int | None = None) -> dict:
-    """Evaluate a checkpoint on ``split``; write metrics.json and figures to ``output``. FSC
-    resolutions are in nm, from the dataset's voxel size."""
+    """Evaluate a checkpoint on ``split`` (on the CPU, in the precision it supports); write
+    metrics.json and figures to ``output``. FSC resolutions are in nm, from the dataset's voxel
+    size."""
     configure_threads(threads)
-    predictor = Predictor(checkpoint, batch_size=BATCH_SIZE)
+    predictor = Predictor(checkpoint, batch_size=BATCH_SIZE, device=torch.device("cpu"))
     check_grid(dataset, predictor.box, predictor.voxel_size_a, checkpoint)
+    voxel_size_a = dataset_grid(dataset)[1]
     data = load_split(dataset, split, predictor.classes, density_scale=1.0)  # Da per voxel
     scores = Scores()
     for start in range(0, len(data), BATCH_SIZE):
@@ -88,8 +91,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
         scores.add(data, rows, predictor(data.boxes[rows]))
     metrics = {"checkpoint": str(checkpoint), "dataset": str(dataset), "split": split,
                "n": len(data), "model": predictor.name,
-               **scores.metrics(data.labels, predictor.classes, predictor.box,
-                                predictor.voxel_size_a)}
+               **scores.metrics(data.labels, predictor.classes, predictor.box, voxel_size_a)}
     if output is not None:
         _write(Path(output), metrics, predictor.classes, scores.examples)
     return metrics

@@ -43,7 +43,7 @@ EdgePolicy = Literal["pad", "skip"]
 class ExtractConfig(JobConfig):
     """How ``dsmscale extract`` cuts boxes."""
 
-    box: int = Field(40, ge=2, description="box edge in voxels")
+    box: int = Field(40, description="box edge in voxels")  # checked against the volume
     edge: EdgePolicy = Field("pad", description="boxes crossing the volume edge: 'pad' them "
                              "(with the mean of the inside, flagged) or 'skip' them")
     normalise: bool = Field(False, description="zero mean, unit standard deviation per box")
@@ -229,13 +229,13 @@ def cut_boxes(
 
 
 def extract_subtomograms(
-    tomogram: str | os.PathLike | Tomogram, particles: ParticleTable, box: int = 40,
+    store: str | os.PathLike | Tomogram, particles: ParticleTable, box: int = 40,
     batch_size: int = 64, edge: EdgePolicy = "pad", normalise: bool = False, level: int = 0,
 ) -> Iterator[SubtomogramBatch]:
     """Stream batches of (n, B, B, B) subtomograms, indexed (z, y, x), from an OME-Zarr tomogram.
 
     Args:
-        tomogram: OME-Zarr path/URL (read at ``level``) or an opened `Tomogram`.
+        store: OME-Zarr path/URL (read at ``level``) or an opened `Tomogram`.
         particles: centres in pixels (any level; converted to the tomogram's).
         box: box edge in voxels.
         batch_size: boxes per yielded batch (the last of each slab group may be smaller).
@@ -244,8 +244,7 @@ def extract_subtomograms(
         normalise: zero mean, unit variance per box.
         level: pyramid level to read when ``tomogram`` is a path.
     """
-    if not isinstance(tomogram, Tomogram):
-        tomogram = open_tomogram(tomogram, level)
+    tomogram = store if isinstance(store, Tomogram) else open_tomogram(store, level)
     for group in group_by_slab(tomogram, particles, box, edge).groups:
         yield from cut_boxes(tomogram, group, box, batch_size, normalise)
 

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import zarr
 
+from dsmscale.io.job import JobFolder
+from dsmscale.io.subtomograms import create_box_array
 from dsmscale.profiling import emit, peak_rss_gb
 
 PART = 4096
@@ -35,18 +36,18 @@ BOX = 8
 def write_job(root: Path, n: int, k: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 4, size=(k, 1024)).astype(np.float32)
-    (root / "particles.parquet").mkdir(parents=True)
-    density = zarr.create_array(str(root / "density.zarr"), shape=(n, BOX, BOX, BOX),
-                                chunks=(PART, BOX, BOX, BOX), dtype="float32")
+    job = JobFolder(root)
+    job.parts.mkdir(parents=True)
+    density = create_box_array(job.density, n, BOX, chunk_boxes=PART)
     for start in range(0, n, PART):
         m = min(PART, n - start)
         labels = rng.integers(0, k, m)
         feats = centres[labels] + rng.standard_normal((m, 1024), dtype=np.float32)
         pq.write_table(pa.table({
-            "particle_id": np.arange(start, start + m), "row": np.arange(start, start + m),
+            "particle_id": np.arange(start, start + m), "box_index": np.arange(start, start + m),
             "tomogram": ["t"] * m, "class_name": [f"c{c}" for c in labels],
             "score": np.ones(m), "features": pa.FixedSizeListArray.from_arrays(
-                pa.array(feats.ravel()), 1024)}), root / "particles.parquet" / f"{start:09d}.parquet")
+                pa.array(feats.ravel()), 1024)}), job.part(f"{start:09d}"))
         density[start:start + m] = np.broadcast_to(labels[:, None, None, None].astype(np.float32),
                                                    (m, BOX, BOX, BOX))
 

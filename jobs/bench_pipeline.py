@@ -25,7 +25,6 @@ import argparse
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import mrcfile
@@ -41,10 +40,10 @@ from dsmscale.io.job import JobFolder
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.particles import make_particles, write_csv
 from dsmscale.pipeline import RunConfig, run_job
-from dsmscale.pipeline.dataset import actor_pool, configure_data_context, unit_results
+from dsmscale.pipeline.dataset import build_dataset, configure_data_context, unit_results
 from dsmscale.pipeline.plan import JobPlan
 from dsmscale.pipeline.sink import CutUnit, UnitSink, create_outputs
-from dsmscale.pipeline.tasks import InferenceActor, cut_unit
+from dsmscale.pipeline.tasks import InferenceActor
 from dsmscale.profiling import TreeMemory, boxes_per_second, emit
 from dsmscale.weights import resolve_model
 
@@ -91,19 +90,12 @@ def write_stage(batch: dict[str, np.ndarray], job: str, classes: list[str]) -> d
 def inference_stage(config: RunConfig, plan: JobPlan, checkpoint: Path, sink_stage: bool) -> float:
     """Particles/s of the inference stage of a planned job into a fresh job folder, with the
     actor as its own writer or with a separate write stage."""
-    import ray
-
     job = JobFolder(Path(config.output).with_name(f"sink_{'stage' if sink_stage else 'actor'}"))
     job.root.mkdir()
     create_outputs(job, plan.n_boxes, config.box)
     configure_data_context(config.object_store_budget_gb, config.io_retries)
-    units = [asdict(u) for u in plan.work_units()]
-    ds = ray.data.from_items(units, override_num_blocks=len(units)).map_batches(
-        cut_unit, batch_size=1, fn_kwargs={"box": config.box})
-    kwargs = {"checkpoint": str(checkpoint), "job": str(job.root), "batch_size": config.batch_size,
-              "threads": config.threads_per_actor, "compile": "off"}
-    ds = ds.map_batches(PredictOnly if sink_stage else InferenceActor, batch_size=1,
-                        compute=actor_pool(config), fn_constructor_kwargs=kwargs)
+    ds = build_dataset(plan.work_units(), config, str(checkpoint), job, "off", 0.0,
+                       actor=PredictOnly if sink_stage else InferenceActor)
     if sink_stage:
         classes = load_checkpoint(checkpoint)["classes"]
         ds = ds.map_batches(write_stage, batch_size=1,

@@ -152,7 +152,7 @@ def run_load(work: Path, particles: int, stores: int, box: int, interval_s: floa
                        model=str(data_plane_checkpoint(work / "cls_untrained.pt", box)),
                        write_maps=False, discover=None)
     start = time.perf_counter()
-    with TreeMemory(interval_s) as memory, PartCounter(work / "job" / "particles.parquet",
+    with TreeMemory(interval_s) as memory, PartCounter(JobFolder(config.output).parts,
                                                        interval_s) as counter:
         summary = run_job(config)
     wall = time.perf_counter() - start

@@ -2,7 +2,7 @@
 
 Usage: python jobs/bench_simulate.py [--output DIR] [--keep]
 
-Runs `dsmscale.simulate.dataset.build_datasets` with the default SimulateConfig (one 600×600×300
+Runs `dsmscale.simulation.build_datasets` with the default SimulateConfig (one 600×600×300
 tomogram at 1 nm, the 22 standard classes, SNR 0.06 and 0.01), with an empty template cache so
 the densities are built too. Last stdout line: one JSON object.
 """

@@ -97,11 +97,19 @@ def main() -> None:
     fsc = averages_fsc_figure(reference_box(args.heldout, oracle.shape[0]),
                               {"unaligned": unaligned, "oracle-aligned": oracle}, VOXEL_A,
                               figures / "averages_fsc.png")
-    shutil.copy(job.discovery / "tsne.png", figures / "tsne.png")
+    shutil.copy(job.tsne, figures / "tsne.png")
     result = {
-        "heldout_class": args.heldout, "heldout": found,
+        "heldout_class": args.heldout, "best_cluster": found["best_cluster"],
+        "cluster_size": found["cluster_size"],
+        "enriched_clusters": {c: {"heldout": v["of_class"], "size": v["size"]}
+                              for c, v in found["enriched_clusters"].items()},
+        "enriched_recall": found["enriched_recall"], "enriched_purity": found["enriched_purity"],
+        "heldout_total": found["total"], "heldout_recall": found["recall"],
+        "heldout_purity": found["purity"],
         "fsc_resolution_nm": fsc["oracle-aligned"]["fsc_resolution_nm"],
-        "fsc_unaligned_resolution_nm": fsc["unaligned"]["fsc_resolution_nm"], "fsc": fsc,
+        "fsc_sum": fsc["oracle-aligned"]["fsc_sum"],
+        "fsc_unaligned_resolution_nm": fsc["unaligned"]["fsc_resolution_nm"],
+        "fsc_unaligned_sum": fsc["unaligned"]["fsc_sum"], "fsc": fsc,
         "ari": summary["ari"], "nmi": summary["nmi"], "particles": summary["particles"],
         "k": summary["k"], "epochs": args.epochs, "checkpoint": str(checkpoint),
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": git_commit(),

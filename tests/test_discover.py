@@ -11,6 +11,7 @@ import zarr
 
 from dsmscale.cli import main
 from dsmscale.discovery import DiscoverConfig, discover
+from dsmscale.errors import InputError
 from dsmscale.io.particles import make_particles, write_csv
 
 
@@ -129,3 +130,16 @@ def test_agreement_from_contingency_matches_scikit_learn():
     got = agreement(contingency_matrix(pred, true))
     assert got["ari"] == pytest.approx(adjusted_rand_score(true, pred), abs=1e-9)
     assert got["nmi"] == pytest.approx(normalized_mutual_info_score(true, pred), abs=1e-9)
+
+
+def test_a_job_of_the_layout_before_box_index_is_refused_and_kept(tmp_path):
+    fake_job(tmp_path)
+    for part in (tmp_path / "particles.parquet").glob("*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.rename_columns(
+            ["row" if c == "box_index" else c for c in table.column_names]), part)
+    (tmp_path / "discovery").mkdir()
+    (tmp_path / "discovery" / "summary.json").write_text("{}")
+    with pytest.raises(InputError, match="older dsmscale .* no box_index"):
+        discover(tmp_path, DiscoverConfig(k=3))
+    assert (tmp_path / "discovery" / "summary.json").is_file()  # its last discovery is kept

@@ -1,5 +1,6 @@
 """The Ray Data job end to end on real files, with exactly-once resume."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import zarr
 from ome_zarr_models.v05 import Image
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint
-from dsmscale.errors import InputError
+from dsmscale.errors import InputError, InputWarning
 from dsmscale.extraction import extract_subtomograms
 from dsmscale.geometry import box_starts
 from dsmscale.inference.backend import InferenceModel
@@ -18,6 +19,8 @@ from dsmscale.io.job import JobFolder
 from dsmscale.io.particles import ParticleTable, make_particles, read_star, write_csv
 from dsmscale.pipeline import RunConfig, run_job
 from dsmscale.pipeline.outputs import _paste_unit
+from dsmscale.pipeline.plan import IDENTITY
+from dsmscale.pipeline.run import check_resumable, job_identity
 
 
 @pytest.fixture()
@@ -176,3 +179,22 @@ def test_coordinates_in_angstrom_do_not_depend_on_the_level_seen(job):
                                atol=1e-6)
     np.testing.assert_allclose(results[["z", "y", "x"]].to_numpy(),
                                table.at_level(1).df[["z", "y", "x"]].to_numpy())
+
+
+def test_a_folder_of_the_layout_before_box_index_is_refused(tmp_path):
+    config = RunConfig(tomograms=["TS_01.zarr"], particles=["TS_01.star"], output=str(tmp_path))
+    identity = job_identity(config, "run")
+    (tmp_path / "plan").mkdir()
+    old = {k: v for k, v in identity.items() if k != "layout"}  # written before the layout key
+    (tmp_path / "plan" / IDENTITY).write_text(json.dumps(old))
+    with pytest.raises(InputError, match="holds a job made with other layout"):
+        check_resumable(JobFolder(tmp_path), identity)
+    (tmp_path / "plan" / IDENTITY).write_text(json.dumps(identity))
+    check_resumable(JobFolder(tmp_path), identity)  # the same job resumes
+
+
+def test_max_restarts_of_old_configs_sets_both_of_its_successors():
+    with pytest.warns(InputWarning, match="'max_restarts' is now two"):
+        config = RunConfig.from_mapping({"tomograms": ["a.zarr"], "output": "job",
+                                         "max_restarts": 5})
+    assert config.max_actor_restarts == config.io_retries == 5

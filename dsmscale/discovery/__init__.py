@@ -42,6 +42,9 @@ def discover(job: str | os.PathLike | JobFolder, config: DiscoverConfig | None =
     """
     job = job if isinstance(job, JobFolder) else JobFolder(job)
     config = config or DiscoverConfig()
+    if job.part_files() and "box_index" not in job.columns():
+        raise InputError(job.root, "a job made by an older dsmscale (its particles have no "
+                                   "box_index): run the job again into a new folder")
     job.discovery.mkdir(exist_ok=True)
     job.discovery_summary.unlink(missing_ok=True)  # the mark of a finished discovery: not yet
     boxes, sample = uniform_sample(job, config, max(config.fit_sample, config.tsne_sample))
@@ -84,8 +87,8 @@ def _figures(job: JobFolder, config: DiscoverConfig, tally: ClusterTally, averag
         wanted = pads.field("box_index").isin(pa.array(boxes))
         labelled = pd.DataFrame({"box_index": boxes}).merge(
             read_parts(job.clusters, where=wanted), on="box_index", how="left")
-        tsne_figure(features, labelled, job.discovery / "tsne.png", config.seed)
-    density_gallery(averages, tally.size.tolist(), job.discovery / "cluster_averages.png")
+        tsne_figure(features, labelled, job.tsne, config.seed)
+    density_gallery(averages, tally.size.tolist(), job.cluster_gallery)
 
 
 def _truth_by_particle(truth: pd.DataFrame, job: JobFolder) -> pd.Series:

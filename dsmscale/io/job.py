@@ -120,6 +120,16 @@ class JobFolder:
         return self.discovery / "cluster_averages.npy"
 
     @property
+    def tsne(self) -> Path:
+        """The t-SNE figure of a sample of the features, by cluster and by class."""
+        return self.discovery / "tsne.png"
+
+    @property
+    def cluster_gallery(self) -> Path:
+        """The figure of every cluster's average recovered density."""
+        return self.discovery / "cluster_averages.png"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.md"
 

@@ -1,4 +1,5 @@
-"""Streaming a (z, y, x) volume into the levels of an OME-Zarr pyramid, slab by slab.
+"""Writing OME-Zarr pyramids: a (z, y, x) volume streamed slab by slab into every level, and an
+MRC file converted that way.
 
 Slabs of z planes go in at level 0; each level buffers its planes and writes whole chunk rows,
 and hands their 2×2×2 mean to the next level. Memory is bounded by about one chunk row per level,
@@ -9,15 +10,20 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import zarr
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from dsmscale.config import JobConfig
+from dsmscale.errors import InputError
+from dsmscale.io.atomic import build_output_dir
+from dsmscale.io.mrc import open_volume
 from dsmscale.io.omezarr import Codec, create_pyramid
 
 
@@ -137,3 +143,47 @@ def write_ome_zarr(
         origin_a=origin_a, zarr_format=config.zarr_format, codec=config.codec,
         clevel=config.clevel, name=name, extra_attrs=attrs)
     write_pyramid(slabs, arrays)
+
+
+def _finite_slabs(source: Path, data: np.ndarray, planes: int, progress: bool
+                  ) -> Iterator[np.ndarray]:
+    """``data`` as float32 slabs of ``planes`` z planes, each checked to hold no NaN/Inf."""
+    for z0 in tqdm(range(0, data.shape[0], planes), desc=f"convert {source.name}", unit="slab",
+                   disable=not progress, leave=False):
+        slab = np.asarray(data[z0:z0 + planes], dtype=np.float32)
+        # a sum is non-finite whenever a voxel is (cheap); only then count the culprits exactly
+        if not np.isfinite(slab.sum()) and not np.isfinite(slab).all():
+            bad = int(np.count_nonzero(~np.isfinite(slab)))
+            raise InputError(source, f"{bad} NaN/Inf voxels in z planes {z0}..{z0 + len(slab) - 1}")
+        yield slab
+
+
+def convert_mrc_to_ome_zarr(
+    source: str | os.PathLike, destination: str | os.PathLike,
+    config: ConvertConfig | None = None, progress: bool = True,
+) -> Path:
+    """Convert one MRC/MAP/REC (optionally .gz/.bz2) volume to an OME-Zarr pyramid.
+
+    Args:
+        source: the MRC file; its voxel size (Å) and origin become the NGFF scale/translation.
+        destination: the ``.zarr`` directory to create (local path).
+        config: pyramid, chunk and codec settings.
+        progress: show a progress bar.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        InputError: bad MRC (see `open_volume`), NaN/Inf voxels, or an existing destination
+            without ``overwrite``. Nothing is left at ``destination`` on failure.
+    """
+    config = config or ConvertConfig()
+    source = Path(source)
+
+    def build(tmp: Path) -> None:
+        with open_volume(source) as vol:
+            write_ome_zarr(tmp, _finite_slabs(source, vol.data, config.chunk, progress),
+                           vol.shape, vol.voxel_size_a, vol.origin_a, config, name=source.name,
+                           attrs={"source": str(source), "mrc_header": vol.header})
+
+    return build_output_dir(destination, config.overwrite, build)

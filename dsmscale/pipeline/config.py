@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from dsmscale.config import JobConfig
 from dsmscale.discovery.config import DiscoverConfig
+from dsmscale.errors import InputWarning
 from dsmscale.io.pyramid import ConvertConfig
 from dsmscale.picking import PickConfig
 
@@ -66,3 +68,16 @@ class RunConfig(JobConfig):
         if isinstance(value, tuple) and value[0] > value[1]:
             raise ValueError(f"(min, max) = {value}: min is above max")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_restarts_split_in_two(cls, data):
+        """``max_restarts``, from before it was split, sets both of the keys that replace it."""
+        if isinstance(data, dict) and "max_restarts" in data:
+            data = dict(data)
+            value = data.pop("max_restarts")
+            warnings.warn("config key 'max_restarts' is now two: 'max_actor_restarts' and "
+                          f"'io_retries' (both set to {value})", InputWarning, stacklevel=2)
+            data.setdefault("max_actor_restarts", value)
+            data.setdefault("io_retries", value)
+        return data

@@ -22,15 +22,16 @@ IO_ERROR_PATTERN = r"\[Errno \d+\]"  # how every OSError's message starts
 
 
 def build_dataset(units: list[WorkUnit], config: RunConfig, checkpoint: str, job: JobFolder,
-                  compile: str, gpus_per_actor: float):
-    """The job as a lazy Ray Dataset of one row per finished unit (its counts and timings)."""
+                  compile: str, gpus_per_actor: float, actor: type = InferenceActor):
+    """The job as a lazy Ray Dataset of one row per finished unit (its counts and timings).
+    ``actor`` is the model actor's class (`InferenceActor`; a benchmark may vary it)."""
     import ray
 
     ds = ray.data.from_items([asdict(u) for u in units], override_num_blocks=len(units))
     ds = ds.map_batches(cut_unit, batch_size=1, fn_kwargs={"box": config.box},
                         num_cpus=config.cpus_per_extract_task, max_retries=3)
     return ds.map_batches(
-        InferenceActor, batch_size=1, compute=actor_pool(config), num_gpus=gpus_per_actor,
+        actor, batch_size=1, compute=actor_pool(config), num_gpus=gpus_per_actor,
         num_cpus=config.cpus_per_actor, max_restarts=config.max_actor_restarts,
         max_task_retries=config.max_actor_restarts,
         fn_constructor_kwargs={"checkpoint": checkpoint, "job": str(job.root),

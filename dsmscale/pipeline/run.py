@@ -97,12 +97,19 @@ def voxel_size_warnings(plan: JobPlan, model_voxel_a: float) -> list[str]:
     return warnings
 
 
+#: The version of a job folder's layout (2: outputs indexed by ``box_index`` and
+#: ``first_box``): a folder of another layout is refused rather than resumed.
+JOB_LAYOUT = 2
+
+
 def job_identity(config: RunConfig, model_run: str) -> dict:
     """What a job's plan and finished units depend on: its inputs, box, level, edge handling,
-    unit size, picker (without tables) and model. A rerun resumes only when it matches."""
+    unit size, picker (without tables), model and the folder's layout. A rerun resumes only when
+    it matches."""
     fields = {"tomograms", "particles", "box", "level", "edge", "voxel_size_a",
               "max_particles_per_unit"} | (set() if config.particles else {"pick"})
-    return config.model_dump(mode="json", include=fields) | {"model_run": model_run}
+    return config.model_dump(mode="json", include=fields) | {"model_run": model_run,
+                                                             "layout": JOB_LAYOUT}
 
 
 def check_resumable(job: JobFolder, identity: dict) -> None:

@@ -19,7 +19,7 @@ def _timings(summary: dict) -> list[str]:
     return lines
 
 
-def _discovery(discovery: dict) -> list[str]:
+def _discovery(job: JobFolder, discovery: dict) -> list[str]:
     has_truth = any("true" in c for c in discovery["clusters"])
     lines = [f"## Discovery (k = {discovery['k']})", ""]
     if "ari" in discovery:
@@ -40,8 +40,8 @@ def _discovery(discovery: dict) -> list[str]:
         lines.append(row)
     lines += ["", f"Candidates for new complexes (mean classifier score below 0.8 × the median): "
               f"{sorted(low) or 'none'}.", "",
-              "![t-SNE of the features](discovery/tsne.png)", "",
-              "![cluster average densities](discovery/cluster_averages.png)", ""]
+              f"![t-SNE of the features]({job.tsne.relative_to(job.root)})", "",
+              f"![cluster average densities]({job.cluster_gallery.relative_to(job.root)})", ""]
     if discovery.get("silhouette_by_k"):
         best = max(discovery["silhouette_by_k"], key=discovery["silhouette_by_k"].get)
         lines += [f"Choosing k: silhouette on a sample is highest at k = {best} "
@@ -74,6 +74,6 @@ def write_job_report(job: JobFolder, summary: dict, discovery: dict | None) -> P
         lines += ["## Predicted classes", "", "| class | particles |", "|---|---|",
                   *[f"| {c} | {n} |" for c, n in counts.most_common()], ""]
     if discovery:
-        lines += _discovery(discovery)
+        lines += _discovery(job, discovery)
     job.report.write_text("\n".join(lines) + "\n")
     return job.report

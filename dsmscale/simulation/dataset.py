@@ -42,7 +42,7 @@ from dsmscale.io.atomic import build_output_dir
 from dsmscale.io.dataset import TABLE, create_dataset_arrays
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.particles import make_particles, write_star
-from dsmscale.io.pyramid import ConvertConfig, write_ome_zarr
+from dsmscale.io.pyramid import convert_mrc_to_ome_zarr
 from dsmscale.rotations import euler_zyz
 from dsmscale.simulation.render import render_template
 from dsmscale.simulation.tomogram import SimulatedTomogram, TomogramConfig, simulate_tomogram
@@ -184,13 +184,10 @@ def _write_noisy(sim: SimulatedTomogram, config: SimulateConfig, name: str, real
     ``targets``; returns the SNR measured."""
     voxel_size_a, box = config.tomogram.voxel_size_a, config.box
     noisy, snr = sim.noisy(config.datasets[name], realisation=realisation)
-    if config.write_tomograms:
-        write_volume(f"{stem}_{name}.mrc", noisy, voxel_size_a)
-    if config.ome_zarr:
-        pyramid = ConvertConfig()
-        build_output_dir(f"{stem}_{name}.zarr", False, lambda tmp: write_ome_zarr(
-            tmp, (noisy[z:z + pyramid.chunk] for z in range(0, len(noisy), pyramid.chunk)),
-            noisy.shape, voxel_size_a, (0.0, 0.0, 0.0), pyramid, name=f"{stem.name}_{name}"))
+    if config.write_tomograms or config.ome_zarr:
+        mrc = write_volume(f"{stem}_{name}.mrc", noisy, voxel_size_a)
+        if config.ome_zarr:
+            convert_mrc_to_ome_zarr(mrc, mrc.with_suffix(".zarr"), progress=False)
     starts = box_starts(sim.placement.centres[targets], box)
     for part in np.array_split(starts, max(1, len(starts) // APPEND_BOXES)):
         arrays["subtomograms"].append(np.stack([_crop(noisy, s, box) for s in part]))
