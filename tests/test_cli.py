@@ -122,5 +122,6 @@ def test_every_command_explains_itself_with_its_configs_defaults(command, capsys
         fields = getattr(dsmscale, config).model_fields
         numbers = [f for f, info in fields.items() if isinstance(info.default, int | float)
                    and not isinstance(info.default, bool) and f"--{f.replace('_', '-')} " in shown]
+        assert numbers  # each of these commands has numeric flags
         for field in numbers:  # every flag of a numeric field shows the field's own default
             assert f"(default {fields[field].default})" in shown, field

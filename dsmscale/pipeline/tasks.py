@@ -42,15 +42,13 @@ def cut_unit(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarray]:
         failpoint("extract", unit.store)
         particles = unit.particles()
         tomogram = _tomogram(unit.store, unit.level)
-        parts = list(cut_boxes(tomogram, SlabGroup(0, particles), box, batch_size=256,
-                               normalise=True))
+        # the whole unit as one batch: its boxes are cut into one array, not copied again
+        (cut,) = cut_boxes(tomogram, SlabGroup(0, particles), box, batch_size=len(particles),
+                           normalise=True)
     return CutUnit(
         unit_id=unit.unit_id, tomogram=unit.tomogram, first_box=unit.first_box,
-        voxel_size_a=tomogram.voxel_size_a, level=tomogram.level,
-        particle_id=np.concatenate([p.particle_id for p in parts]),
-        centres=np.concatenate([p.centres_px for p in parts]),
-        padded=np.concatenate([p.padded for p in parts]),
-        boxes=np.concatenate([p.boxes for p in parts])).to_batch()
+        voxel_size_a=tomogram.voxel_size_a, level=tomogram.level, particle_id=cut.particle_id,
+        centres=cut.centres_px, padded=cut.padded, boxes=cut.boxes).to_batch()
 
 
 class InferenceActor:
