@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# copick pins zarr < 3, so its own virtualenv: the interop tests open our copick projects with it.
+COPICK_VENV := .venv-copick
 
 .PHONY: demo test install lint clean
 
@@ -15,6 +17,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml deploy/constraints.txt
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e ".[test]" -c deploy/constraints.txt
+	$(PY) -m venv $(COPICK_VENV)
+	$(COPICK_VENV)/bin/pip install -q copick "zarr<3"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,4 +33,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) $(COPICK_VENV) demo_output

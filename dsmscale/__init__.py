@@ -36,6 +36,7 @@ _EXPORTS = {
     "open_tomogram": ("dsmscale.io.omezarr", "open_tomogram"),
     "read_particles": ("dsmscale.io.particles", "read_particles"),
     "write_particles": ("dsmscale.io.particles", "write_particles"),
+    "convert_particles": ("dsmscale.io.tables", "convert_particles"),
     "ParticleTable": ("dsmscale.io.particles", "ParticleTable"),
     "pick": ("dsmscale.picking", "pick_particles"),
     "PickConfig": ("dsmscale.picking", "PickConfig"),

@@ -53,6 +53,15 @@ def pick(args: argparse.Namespace) -> int:
     return 0
 
 
+def particles(args: argparse.Namespace) -> int:
+    written = dsmscale.convert_particles(
+        args.inputs, args.output, args.tomograms, voxel_size_a=args.voxel_size,
+        class_column=args.class_column, tomogram_set=args.tomogram_set)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def extract(args: argparse.Namespace) -> int:
     out, n, skipped = dsmscale.extract(args.tomogram, args.particles, args.output,
                                        _config(dsmscale.ExtractConfig, args))
@@ -176,6 +185,32 @@ def _pick_arguments(p: argparse.ArgumentParser, c) -> None:
     _flag(p, c, "polarity", choices=["dark", "bright"])
 
 
+def _table_reading_arguments(p: argparse.ArgumentParser) -> None:
+    """What reading a particle table may need to be told (the same in every command)."""
+    p.add_argument("--voxel-size", type=float, dest="voxel_size",
+                   help="pixel size (Å) of coordinates in tables that record none (Dynamo, "
+                   "STOPGAP, CSV, annotation sets); one a table records must agree")
+    p.add_argument("--class-column", help="the column holding class labels (default: "
+                   "rlnClassName, rlnParticleName, then rlnClassNumber)")
+    p.add_argument("--tomogram-set", help="RELION 5 tomograms.star, for particles in centred Å "
+                   "(an optimisation_set.star names its own)")
+
+
+def _particles_arguments(p: argparse.ArgumentParser, c) -> None:
+    p.add_argument("inputs", nargs="+", type=Path, help="tables: RELION 3.0-5 / Warp .star or "
+                   "optimisation_set.star, copick .json (picks or project config) or overlay "
+                   "folder, Dynamo .tbl, CSV with a header; merged")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="OUT.star (RELION 3.1 style), a folder ending in relion5 (RELION 5: "
+                   "particles, tomograms and optimisation set), OUT.csv, or a copick project "
+                   "folder (config, picks and --tomograms in copick's layout)")
+    p.add_argument("--tomograms", nargs="*", default=[],
+                   help="the tomograms (MRC or OME-Zarr, named as in the tables): their sizes "
+                   "place RELION 5 centred coordinates; OME-Zarr ones are copied into a copick "
+                   "project")
+    _table_reading_arguments(p)
+
+
 def _extract_arguments(p: argparse.ArgumentParser, c) -> None:
     p.add_argument("tomogram", help="OME-Zarr store")
     p.add_argument("particles", type=Path, help="particles .star, .csv or copick .json/root")
@@ -184,6 +219,7 @@ def _extract_arguments(p: argparse.ArgumentParser, c) -> None:
     _flag(p, c, "edge", choices=["pad", "skip"])
     _flag(p, c, "normalise", action="store_true")
     _flag(p, c, "level", type=int)
+    _flag(p, c, "resample_to_a", "--resample-to", type=float)
     _flag(p, c, "voxel_size_a", "--voxel-size", type=float)
     _flag(p, c, "batch_size", type=int)
     _flag(p, c, "overwrite", action="store_true")
@@ -228,10 +264,19 @@ def _evaluate_arguments(p: argparse.ArgumentParser, c) -> None:
 
 def _run_arguments(p: argparse.ArgumentParser, c) -> None:
     _flag(p, c, "tomograms", nargs="*", help="tomograms (MRC/OME-Zarr, globs)")
-    _flag(p, c, "particles", nargs="*", help="particle tables matched to tomograms by file stem "
-          "(TS_01.star for TS_01.mrc), or one table for one tomogram")
+    _flag(p, c, "particles", nargs="*", help="particle tables (any format `dsmscale particles` "
+          "reads), split by the tomogram each row names (rlnTomoName, TS_01.tomostar, a copick "
+          "run) and matched to tomograms by file stem; one table of one tomogram goes with the "
+          "one tomogram given; a copick project config is also its tomograms")
+    _flag(p, c, "voxel_size_a", "--voxel-size", type=float)
+    _flag(p, c, "class_column")
+    _flag(p, c, "tomogram_set")
+    _flag(p, c, "without_particles", choices=["pick", "skip"])
     _flag(p, c, "output", "-o", "--output", type=Path, help="job output folder")
     _flag(p, c, "model")
+    _flag(p, c, "resample", "--no-resample", action="store_false",
+          help="cut boxes at the tomogram level's own voxel size, never resampled to the "
+          "model's (a voxel size more than 10 %% off the model's is then an error)")
     _flag(p, c, "num_actors", type=int,
           help="inference actors (in YAML also [min, max], to autoscale between)")
 
@@ -255,6 +300,14 @@ COMMANDS = {
     "pick": (pick, "PickConfig", _pick_arguments, "Difference-of-Gaussians picking",
              "Pick blob-like particles with a DoG filter (sigmas in nm) and non-maximum "
              "suppression; writes STAR, CSV or a copick root."),
+    "particles": (particles, None, _particles_arguments,
+                  "particle tables from one tool's format into another's",
+                  "Read RELION 3.0-5 (and Warp) STAR, optimisation sets, copick picks and "
+                  "projects, Dynamo .tbl, STOPGAP and CSV tables (shifts applied, pixel sizes per "
+                  "optics group, angles normalised, class labels kept) and write them as RELION "
+                  "5, RELION 3.1-style STAR, a copick project or CSV. Positions keep 0.01 Å; "
+                  "what a file leaves open is refused, never guessed. See README, 'Particle "
+                  "tables'."),
     "extract": (extract, "ExtractConfig", _extract_arguments,
                 "cut subtomograms into an N×B³ Zarr + Parquet",
                 "Extract boxes around particles, grouped by slab (chunk row) so each chunk is "

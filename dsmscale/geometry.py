@@ -24,10 +24,11 @@ def to_level(coords_px: np.ndarray, from_level: int, to: int) -> np.ndarray:
     return (level0 - level_offset(to)) / 2.0**to
 
 
-def pixels_to_angstrom(coords_px: np.ndarray, voxel_size_a: float, level: int) -> np.ndarray:
-    """Voxel coordinates at pyramid ``level`` (voxel size ``voxel_size_a`` Å at that level) in Å
-    from the centre of voxel 0 of level 0."""
-    return to_level(coords_px, level, 0) * (voxel_size_a / 2.0**level)
+def pixels_to_angstrom(coords_px: np.ndarray, voxel_size_a: float | np.ndarray,
+                       level: int) -> np.ndarray:
+    """Voxel coordinates at pyramid ``level`` (voxel size ``voxel_size_a`` Å at that level, one
+    or per axis z, y, x) in Å from the centre of voxel 0 of level 0."""
+    return to_level(coords_px, level, 0) * (np.asarray(voxel_size_a, float) / 2.0**level)
 
 
 def centres_inside(coords_px: np.ndarray, shape_zyx) -> np.ndarray:

@@ -1,11 +1,17 @@
-"""Rotations: RELION's ZYZ Euler angles and 3×3 matrices, in one place.
+"""Rotations: RELION's Euler angles and 3×3 matrices, in one place.
 
-A rotation matrix here acts on (x, y, z) column vectors, as RELION's and copick's do; arrays are
-indexed (z, y, x), so `xyz_to_zyx` re-expresses a matrix for array coordinates. Angles are in
-degrees: ``rot`` about z, then ``tilt`` about the new y, then ``psi`` about the new z.
+A rotation matrix here is RELION's (``Euler_angles2matrix``): it acts on (x, y, z) column
+vectors and turns the reference onto the particle (a structure placed with it, rendered with it,
+is the particle; the CZ portal stores the same matrix in copick's ``transformation_``). Angles
+are in degrees, RELION's ZYZ: intrinsic rotations by ``rot`` about z, ``tilt`` about the new y,
+``psi`` about the new z, of the coordinate frame (passive), so the matrix is
+``Rotation.from_euler("ZYZ", (rot, tilt, psi)).inv()``. Arrays are indexed (z, y, x):
+`xyz_to_zyx` re-expresses a matrix for array coordinates.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -15,29 +21,14 @@ _REVERSE = np.eye(3)[::-1]
 
 
 def rotation_matrix_zyz(rot: float, tilt: float, psi: float) -> np.ndarray:
-    """RELION's ZYZ Euler angles (deg) as a 3×3 rotation matrix acting on (x, y, z)."""
-    a, b, g = np.deg2rad([rot, tilt, psi])
-
-    def about_z(t):
-        return np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
-
-    def about_y(t):
-        return np.array([[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]])
-
-    return about_z(g) @ about_y(b) @ about_z(a)
+    """RELION's Euler angles (deg) as RELION's 3×3 matrix acting on (x, y, z): the rotation that
+    turns the reference onto the particle (`relion_matrices` for one triple)."""
+    return relion_matrices([rot, tilt, psi])[0]
 
 
 def euler_zyz(matrix: np.ndarray) -> tuple[float, float, float]:
     """Inverse of `rotation_matrix_zyz`: (rot, tilt, psi) in degrees."""
-    tilt = np.arccos(np.clip(matrix[2, 2], -1, 1))
-    if np.sin(tilt) > 1e-8:
-        rot = np.arctan2(matrix[2, 1], -matrix[2, 0])
-        psi = np.arctan2(matrix[1, 2], matrix[0, 2])
-    else:
-        rot, psi = 0.0, np.arctan2(matrix[1, 0], matrix[0, 0])
-        if matrix[2, 2] < 0:
-            psi = np.arctan2(-matrix[1, 0], -matrix[0, 0])
-    return tuple(float(v) for v in np.rad2deg([rot, tilt, psi]))
+    return tuple(float(v) for v in relion_angles(matrix)[0])
 
 
 def xyz_to_zyx(rotation_xyz: np.ndarray) -> np.ndarray:
@@ -48,3 +39,29 @@ def xyz_to_zyx(rotation_xyz: np.ndarray) -> np.ndarray:
 def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` rotations (n, 3, 3) drawn uniformly from SO(3), acting on (x, y, z)."""
     return Rotation.random(n, random_state=rng).as_matrix() if n else np.empty((0, 3, 3))
+
+
+
+def relion_matrices(angles_deg: np.ndarray) -> np.ndarray:
+    """(n, 3) RELION Euler triples (rot, tilt, psi; deg) as RELION's own (n, 3, 3) matrices
+    ``A`` (``Euler_angles2matrix``: intrinsic ZYZ, passive), the matrices RELION composes
+    (``A_subtomogram · A_particle``) and copick stores as ``transformation_``."""
+    angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1, 3)
+    return Rotation.from_euler("ZYZ", angles, degrees=True).inv().as_matrix()
+
+
+def relion_angles(matrices: np.ndarray) -> np.ndarray:
+    """Inverse of `relion_matrices`: (n, 3) triples, rot and psi in [−180°, 180°], tilt in
+    [0°, 180°]."""
+    matrices = np.asarray(matrices, dtype=np.float64).reshape(-1, 3, 3)
+    if not len(matrices):
+        return np.empty((0, 3))
+    with warnings.catch_warnings():  # tilt 0° or 180°: rot + psi is all that is defined
+        warnings.filterwarnings("ignore", "Gimbal lock", UserWarning)
+        return Rotation.from_matrix(matrices).inv().as_euler("ZYZ", degrees=True)
+
+
+def normalise_relion_angles(angles_deg: np.ndarray) -> np.ndarray:
+    """The same rotations with `relion_angles`' ranges: tables written by other tools hold
+    angles such as 3,867° or a negative tilt."""
+    return relion_angles(relion_matrices(angles_deg))

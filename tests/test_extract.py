@@ -3,9 +3,16 @@ import pytest
 
 from dsmscale.conversion import ConvertConfig, convert_mrc_to_ome_zarr
 from dsmscale.errors import InputError
-from dsmscale.extraction import SlabWindow, cut_boxes, extract_subtomograms, group_by_slab
+from dsmscale.extraction import (
+    ExtractConfig,
+    SlabWindow,
+    cut_boxes,
+    extract_subtomograms,
+    extract_to_folder,
+    group_by_slab,
+)
 from dsmscale.io.omezarr import open_tomogram
-from dsmscale.io.particles import make_particles
+from dsmscale.io.particles import make_particles, write_csv
 from dsmscale.io.subtomograms import read_subtomograms, write_subtomograms
 
 
@@ -133,9 +140,10 @@ def test_input_errors(blob_store):
     outside = make_particles([[10, 10, 10], [500, 10, 10]], "blobs", 8.0)
     with pytest.raises(InputError, match=r"blobs.zarr: 1 particle centres lie outside"):
         group_by_slab(tomo, outside)
-    wrong_pixel = make_particles([[10, 10, 10]], "blobs", 10.0)
-    with pytest.raises(InputError, match="voxel size mismatch"):
-        group_by_slab(tomo, wrong_pixel)
+    unbinned = make_particles([[40.0, 80, 120], [12, 16, 400]], "blobs", 2.0)  # 2 Å pixels
+    groups = group_by_slab(tomo, unbinned)  # placed through Å on the 8 Å grid
+    np.testing.assert_allclose(groups.groups[0].particles[["z", "y", "x"]].to_numpy(),
+                               [[3.0, 4, 100], [10, 20, 30]])
     empty = make_particles(np.empty((0, 3)), "blobs", 8.0)
     with pytest.raises(InputError, match="particle table is empty"):
         group_by_slab(tomo, empty)
@@ -154,3 +162,22 @@ def test_collection_round_trip(blob_store, tmp_path):
     np.testing.assert_array_equal(
         boxes[int(row["index"])],
         _reference_box(blob_store["volume"], blob_store["centres"][row["particle_id"]], 20))
+
+
+def test_extract_to_folder_resamples_to_the_grid_asked_for(blob_store, tmp_path):
+    """``dsmscale extract --resample-to 10`` on the 8 Å blob store: the boxes are those
+    `extract_subtomograms` resamples to 10 Å (from level 0, the coarsest not coarser than
+    10 Å), and the collection records 10 Å and the level."""
+    table = make_particles(blob_store["centres"], "blobs", 8.0)
+    csv = write_csv(table, tmp_path / "blobs.csv")
+    out, n, skipped = extract_to_folder(str(blob_store["store"]), csv, tmp_path / "sub",
+                                        ExtractConfig(box=16, resample_to_a=10.0), progress=False)
+    assert (n, skipped) == (len(table), 0)
+    boxes, meta = read_subtomograms(out)
+    assert set(meta["voxel_size_a"]) == {10.0} and set(meta["level"]) == {0}
+    want = _collect(extract_subtomograms(blob_store["store"], table, box=16, resample_to_a=10.0))
+    for row in meta.itertuples():
+        np.testing.assert_array_equal(boxes[int(row.index)], want[int(row.particle_id)][0])
+    out, *_ = extract_to_folder(str(blob_store["store"]), csv, tmp_path / "sub16",
+                                ExtractConfig(box=16, resample_to_a=16.0), progress=False)
+    assert set(read_subtomograms(out)[1]["level"]) == {1}  # 16 Å: level 1, not resampled

@@ -12,7 +12,8 @@ PACKAGE = Path(dsmscale.__file__).parent
 #: Each top-level module or package of dsmscale in its layer; a module imports only from lower
 #: layers, or from its own layer where that layer allows it.
 LAYERS = {
-    "base": {"errors", "config", "geometry", "rotations", "hardware", "failpoints", "parallel"},
+    "base": {"errors", "config", "geometry", "resampling", "rotations", "hardware", "failpoints",
+             "parallel"},
     "io": {"io"},
     "shared": {"models", "checkpoints", "weights", "inference", "metrics", "report",
                "profiling"},

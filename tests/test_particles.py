@@ -15,6 +15,7 @@ from dsmscale.io.particles import (
     read_star,
     write_copick,
     write_csv,
+    write_particles,
     write_star,
 )
 
@@ -47,20 +48,28 @@ def _same(a, b, angles=True):
 
 def test_star_relion3_round_trip(tmp_path, table):
     write_star(table, tmp_path / "p.star")
-    raw = starfile.read(tmp_path / "p.star")
+    raw = starfile.read(tmp_path / "p.star")["particles"]
     np.testing.assert_allclose(raw["rlnCoordinateX"], table.df["x"])  # xyz order, pixels
     _same(table, read_star(tmp_path / "p.star"))
 
 
 def test_star_relion5_round_trip(tmp_path, table):
-    shape = (100, 200, 300)
-    write_star(table, tmp_path / "p5.star", style="relion5", tomogram_shape_zyx=shape)
-    raw = starfile.read(tmp_path / "p5.star")
-    expected = (table.df["x"] - 150) * 10.0  # Å from the tomogram centre at size/2
-    np.testing.assert_allclose(raw["rlnCenteredCoordinateXAngst"], expected)
-    _same(table, read_star(tmp_path / "p5.star", tomogram_shape_zyx=shape))
-    with pytest.raises(InputError, match="need the tomogram shape"):
-        read_star(tmp_path / "p5.star")
+    shapes = {"TS_01": ((100, 200, 300), 10.0), "TS_02": ((90, 250, 301), 10.0)}
+    files = write_particles(table, tmp_path / "relion5", tomograms=shapes)
+    assert [f.name for f in files] == ["particles.star", "tomograms.star", "optimisation_set.star"]
+    raw = starfile.read(tmp_path / "relion5" / "particles.star")
+    first = table.df["tomogram"] == "TS_01"
+    expected = (table.df["x"][first] - 150) * 10.0  # Å from the tomogram centre at size/2
+    np.testing.assert_allclose(raw["rlnCenteredCoordinateXAngst"][first], expected, atol=1e-5)
+    assert set(raw["rlnClassNumber"]) == {1, 2}  # apoferritin 1, ribosome 2: sorted names
+    assert "dsmParticleId" not in raw.columns  # RELION's own labels only
+    back = read_particles(tmp_path / "relion5" / "optimisation_set.star")
+    np.testing.assert_allclose(back.coordinates_a(), table.coordinates_a(), atol=0.01)
+    _same(table, back)
+    with pytest.raises(InputError, match="optimisation_set.star"):
+        read_star(tmp_path / "relion5" / "particles.star")
+    with pytest.raises(InputError, match="no tomogram shape and voxel size for 'TS_02'"):
+        write_particles(table, tmp_path / "x_relion5", tomograms={"TS_01": shapes["TS_01"]})
 
 
 def test_copick_round_trip_in_angstrom(tmp_path, table):
@@ -92,7 +101,7 @@ def test_bad_tables(tmp_path, table):
     with pytest.raises(InputError, match="NaN"):
         make_particles(np.array([[1.0, np.nan, 2.0]]), "t", 10.0)
     starfile.write(pd.DataFrame({"rlnTomoName": ["a"], "rlnAngleRot": [1.0]}), tmp_path / "no.star")
-    with pytest.raises(InputError, match="no.star.*no coordinate columns"):
+    with pytest.raises(InputError, match="no.star.*no particle rows"):
         read_particles(tmp_path / "no.star", voxel_size_a=10.0)
     (tmp_path / "empty.csv").write_text("z,y,x\n")
     with pytest.raises(InputError, match="empty.csv.*empty"):
@@ -105,7 +114,7 @@ def test_a_table_keeps_its_own_pixel_size(tmp_path, table, suffix):
     path = write_csv(table, tmp_path / "p.csv") if suffix == ".csv" else write_star(
         table, tmp_path / "p.star")
     assert read_particles(path, voxel_size_a=10.0).voxel_size_a == 10.0
-    with pytest.raises(InputError, match=f"p{suffix}: records pixel size 10 Å but 5 Å was given"):
+    with pytest.raises(InputError, match=f"p{suffix}: records pixel size 10 Å.* but 5 Å was given"):
         read_particles(path, voxel_size_a=5.0)
     bare = tmp_path / f"bare{suffix}"
     if suffix == ".csv":
@@ -118,9 +127,29 @@ def test_a_table_keeps_its_own_pixel_size(tmp_path, table, suffix):
 
 
 def test_output_format_by_suffix_or_an_existing_folder(tmp_path):
-    assert [output_format(tmp_path / n) for n in ("p.star", "p.csv", "project")] == [
-        "star", "csv", "copick"]
+    assert [output_format(tmp_path / n) for n in ("p.star", "p.csv", "project", "TS_relion5")] == [
+        "star", "csv", "copick", "relion5"]
     (tmp_path / "run_2024.05").mkdir()  # a copick project whose name holds a dot
     assert output_format(tmp_path / "run_2024.05") == "copick"
     with pytest.raises(InputError, match="new_2024.05: unknown particle table format '.05'"):
         output_format(tmp_path / "new_2024.05")
+
+
+def test_each_particle_takes_its_optics_groups_pixel_size(tmp_path):
+    """RELION 3.1/4: two optics groups of other pixel sizes in one table; positions in Å
+    follow each particle's group, and the table is expressed in the smaller pixel size."""
+    optics = pd.DataFrame({"rlnOpticsGroup": [1, 2], "rlnOpticsGroupName": ["a", "b"],
+                           "rlnTomoTiltSeriesPixelSize": [1.5, 3.0]})
+    particles = pd.DataFrame({"rlnTomoName": ["TS_01", "TS_02"], "rlnOpticsGroup": [2, 1],
+                              "rlnCoordinateX": [100.0, 100.0], "rlnCoordinateY": [10.0, 10.0],
+                              "rlnCoordinateZ": [4.0, 4.0], "rlnOriginXAngst": [3.0, 3.0],
+                              "rlnOriginYAngst": [0.0, 0.0], "rlnOriginZAngst": [0.0, 0.0]})
+    starfile.write({"optics": optics, "particles": particles}, tmp_path / "p.star")
+    table = read_particles(tmp_path / "p.star")
+    assert table.voxel_size_a == 1.5
+    np.testing.assert_allclose(table.coordinates_a(), [[12.0, 30.0, 297.0], [6.0, 15.0, 147.0]])
+    particles["rlnOpticsGroup"] = [2, 3]
+    starfile.write({"optics": optics, "particles": particles}, tmp_path / "bad.star")
+    with pytest.raises(InputError, match="bad.star: particles name optics group 3, which "
+                                         "data_optics does not define"):
+        read_particles(tmp_path / "bad.star")

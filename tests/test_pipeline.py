@@ -20,7 +20,7 @@ from dsmscale.io.particles import ParticleTable, make_particles, read_star, writ
 from dsmscale.pipeline import RunConfig, run_job
 from dsmscale.pipeline.outputs import _paste_unit
 from dsmscale.pipeline.plan import IDENTITY
-from dsmscale.pipeline.run import check_resumable, job_identity
+from dsmscale.pipeline.run import check_resumable, job_identity, open_for_model
 
 
 @pytest.fixture()
@@ -39,9 +39,11 @@ def test_job_outputs_every_particle_once(job):
     summary = run_job(config)
     assert summary["particles_processed"] == len(table) and summary["units_total"] >= 3
     _check_outputs_are_the_models(config)
-    # the blob tomogram is at 8 Å, the tiny model was trained on the simulator's 10 Å grid
-    assert len(summary["warnings"]) == 1 and "blobs.zarr: 8 Å per voxel at level 0, the model " \
-        "was trained at 10 Å" in summary["warnings"][0]
+    # the blob tomogram is at 8 Å, the tiny model was trained on the simulator's 10 Å grid:
+    # its boxes are resampled to 10 Å, and that is said (not warned)
+    assert summary["warnings"] == [] and len(summary["resampled"]) == 1
+    assert "blobs.zarr: boxes resampled from 8 Å (level 0) to the model's 10 Å" in \
+        summary["resampled"][0]
     results = JobFolder(Path(config.output)).read_particles()
     assert sorted(results["particle_id"]) == sorted(table.df["particle_id"])
     assert set(results["class_name"]) <= set(torch.load(config.model, weights_only=True)["classes"])
@@ -71,7 +73,8 @@ def _check_outputs_are_the_models(config: RunConfig) -> None:
     ckpt = load_checkpoint(config.model)
     table = make_particles(results[["z", "y", "x"]].to_numpy(), "blobs", 8.0,
                            ids=results["particle_id"].to_numpy())
-    boxes = {int(i): b for batch in extract_subtomograms(store, table, box=40, normalise=True)
+    boxes = {int(i): b for batch in extract_subtomograms(store, table, box=40, normalise=True,
+                                                          resample_to_a=10.0)
              for i, b in zip(batch.particle_id, batch.boxes, strict=True)}
     model = InferenceModel(model_from_checkpoint(ckpt), 8, compile="off")
     want = model(np.stack([boxes[int(i)] for i in results["particle_id"]]))
@@ -89,16 +92,25 @@ def _check_outputs_are_the_models(config: RunConfig) -> None:
 
 
 def _check_maps(out: Path, results: pd.DataFrame, seg: np.ndarray, rec: np.ndarray) -> None:
-    """The label map is non-zero exactly on the union of the predicted masks, where only one
-    mask covers a voxel it holds that particle's class + 1, and the density map is the maximum
-    of the recovered densities (0 outside every box)."""
-    labels = zarr.open_group(str(out / "maps" / "blobs_labels.zarr"), mode="r")["0"][:]
+    """The maps are on the model's 10 Å grid (the boxes were resampled from the 8 Å tomogram):
+    as many voxels as fit in its extent, the tomogram's translation. The label map is non-zero
+    exactly on the union of the predicted masks, each pasted at the map voxel nearest its
+    centre; where only one mask covers a voxel it holds that particle's class + 1, and the
+    density map is the maximum of the recovered densities (0 outside every box)."""
+    group = zarr.open_group(str(out / "maps" / "blobs_labels.zarr"), mode="r")
+    labels = group["0"][:]
     density = zarr.open_group(str(out / "maps" / "blobs_density.zarr"), mode="r")["0"][:]
+    tomogram = zarr.open_group(str(next((out / "tomograms").glob("*.zarr"))), mode="r")
+    assert labels.shape == tuple((n - 1) * 8 // 10 + 1 for n in tomogram["0"].shape)
+    (transforms,) = [d["coordinateTransformations"]
+                     for d in group.attrs["ome"]["multiscales"][0]["datasets"]]
+    assert transforms[0]["scale"] == [10.0] * 3
+    assert transforms[1]["translation"] == [0.0] * 3
     pad = 40
     cover = np.zeros(np.add(labels.shape, 2 * pad), np.int32)
     owner = np.zeros_like(cover)
     peak = np.zeros(cover.shape, np.float32)
-    for i, start in enumerate(box_starts(results[["z", "y", "x"]].to_numpy(), 40) + pad):
+    for i, start in enumerate(box_starts(results[["z", "y", "x"]].to_numpy() * 0.8, 40) + pad):
         box = tuple(slice(s, s + 40) for s in start)
         cover[box] += seg[i] > 0
         owner[box][seg[i] > 0] = results["class_index"].iloc[i] + 1
@@ -198,3 +210,25 @@ def test_max_restarts_of_old_configs_sets_both_of_its_successors():
         config = RunConfig.from_mapping({"tomograms": ["a.zarr"], "output": "job",
                                          "max_restarts": 5})
     assert config.max_actor_restarts == config.io_retries == 5
+
+
+def test_the_level_nearest_below_the_model_grid_is_chosen_and_resample_off_is_strict(blob_store):
+    """The blob store is 8, 16 and 32 Å per voxel at its levels 0-2: a 10 Å model reads level 0
+    (the coarsest not coarser than 10 Å), a 16 Å model level 1 (no resampling), a 5 Å model
+    level 0; an explicit level is honoured. With resample off, a tomogram more than 10 % off
+    the model's voxel size is a one-line error naming the store and both sizes."""
+    config = RunConfig(tomograms=["x.zarr"], output="job")
+    store = str(blob_store["store"])
+    for model_voxel, level in ((10.0, 0), (16.0, 1), (20.0, 1), (5.0, 0), (40.0, 2)):
+        assert open_for_model(store, config, model_voxel).level == level
+    assert open_for_model(store, config.model_copy(update={"level": 2}), 10.0).level == 2
+    strict = config.model_copy(update={"resample": False})
+    assert open_for_model(store, strict, 16.0).level == 1
+    assert open_for_model(store, strict, 8.5).level == 0  # within 10 %: cut as it is
+    with pytest.raises(InputError) as caught:
+        open_for_model(store, strict, 10.0)
+    assert str(caught.value) == (f"{store}: 8 Å per voxel at level 0, the model takes 10 Å "
+                                 "and resample is off")
+    assert "\n" not in str(caught.value)
+    assert job_identity(strict, "run")["resample"] is False
+    assert job_identity(config, "run")["level"] is None

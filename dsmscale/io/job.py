@@ -10,8 +10,9 @@ Layout of ``JOB``::
     particles.parquet/       one Parquet part per finished work unit: ids, tomogram, coordinates
                              (pixels and Å), box_index (into the two arrays), class, score,
                              probabilities, 1024-d features
-    NAME_particles.star      RELION 3.1 table per tomogram
-    copick/                  copick picks per tomogram and class
+    NAME_particles.star      RELION 3.1-style table per tomogram
+    relion5/                 RELION 5 set of every tomogram (particles, tomograms, optimisation)
+    copick/                  copick project: config, picks per tomogram and class
     maps/NAME_{labels,density}.zarr   tomogram-scale OME-Zarr maps (napari)
     discovery/               the reduce stage: summary.json, clusters.parquet/, averages, figures
     report.md
@@ -97,6 +98,11 @@ class JobFolder:
     @property
     def copick(self) -> Path:
         return self.root / "copick"
+
+    @property
+    def relion5(self) -> Path:
+        """The job's RELION 5 set: particles.star, tomograms.star, optimisation_set.star."""
+        return self.root / "relion5"
 
     def map(self, name: str, kind: str) -> Path:
         """The tomogram-scale OME-Zarr map of ``kind`` (labels or density) of tomogram ``name``."""

@@ -3,6 +3,12 @@
 Conventions: arrays are indexed (z, y, x); voxel sizes and origins are in angstrom (Å).
 Uncompressed files are memory-mapped so a tomogram is never fully loaded; ``.gz``/``.bz2``
 files are decompressed once into memory (mrcfile cannot map them).
+
+Axis order: mrcfile gives the data indexed [section, row, column], and the header's ``mapc``,
+``mapr``, ``maps`` name the physical axis (1 = x, 2 = y, 3 = z) of columns, rows and sections.
+Files with another order than 1, 2, 3 (common among EMDB maps) are read as the view transposed
+to (z, y, x) (`zyx_axes`). Voxel sizes are physical (``cella`` / ``mx, my, mz``, per x, y, z) and
+may differ per axis; `MrcVolume.voxel_size_zyx_a` keeps all three.
 """
 
 from __future__ import annotations
@@ -29,21 +35,31 @@ class MrcVolume:
 
     Attributes:
         path: the file.
-        data: the voxel array, shape (nz, ny, nx), possibly a read-only memmap.
-        voxel_size_a: isotropic voxel size in Å.
+        data: the voxel array indexed (z, y, x) whatever the file's axis order, possibly a
+            read-only memmap (or a transposed view of one).
+        voxel_size_zyx_a: voxel size in Å per axis, (z, y, x).
         origin_a: position of voxel (0, 0, 0) in Å, ordered (z, y, x).
         header: the MRC header fields as JSON-serialisable values.
     """
 
     path: Path
     data: np.ndarray
-    voxel_size_a: float
+    voxel_size_zyx_a: tuple[float, float, float]
     origin_a: tuple[float, float, float]
     header: dict
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(n) for n in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_size_a(self) -> float:
+        """The isotropic voxel size in Å; an `InputError` for anisotropic voxels."""
+        sizes = np.asarray(self.voxel_size_zyx_a)
+        if np.ptp(sizes) > 1e-3 * sizes.max():
+            raise InputError(self.path, f"anisotropic voxel size {_xyz(sizes[::-1])} Å (x, y, z) "
+                                        "where one voxel size is needed")
+        return float(sizes[0])
 
 
 def _header_to_dict(header: np.recarray) -> dict:
@@ -91,14 +107,33 @@ def _open_mrc(path: Path):
         return mrc
 
 
-def _voxel_size(path: Path, mrc) -> float:
+def _voxel_size(path: Path, mrc) -> tuple[float, float, float]:
+    """The voxel size per physical axis, (z, y, x), in Å."""
     vs = mrc.voxel_size
     sizes = np.array([float(vs.x), float(vs.y), float(vs.z)])
     if not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
         raise InputError(path, f"voxel size must be positive, header gives {_xyz(sizes)} Å")
-    if np.ptp(sizes) > 1e-3 * sizes.max():
-        raise InputError(path, f"anisotropic voxel size {_xyz(sizes)} Å (x, y, z) is not supported")
-    return float(sizes[0])
+    return float(sizes[2]), float(sizes[1]), float(sizes[0])
+
+
+def zyx_axes(mapc: int, mapr: int, maps: int) -> tuple[int, int, int]:
+    """The transpose taking data indexed [section, row, column] to (z, y, x): for each of z, y,
+    x, the data axis that holds it (``mapc``/``mapr``/``maps``: the physical axis, 1 = x,
+    2 = y, 3 = z, of columns, rows and sections). Identity for the standard 1, 2, 3."""
+    held = (int(maps), int(mapr), int(mapc))  # physical axis of data axes 0, 1, 2
+    if sorted(held) != [1, 2, 3]:
+        raise ValueError(f"mapc, mapr, maps = {mapc}, {mapr}, {maps} is not an order of 1, 2, 3")
+    return tuple(held.index(axis) for axis in (3, 2, 1))  # type: ignore[return-value]
+
+
+def _zyx_data(path: Path, mrc) -> np.ndarray:
+    """The data as a (z, y, x) view, transposed by the header's axis order."""
+    header = mrc.header
+    try:
+        axes = zyx_axes(header.mapc, header.mapr, header.maps)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from exc
+    return mrc.data if axes == (0, 1, 2) else mrc.data.transpose(axes)
 
 
 def _xyz(sizes: np.ndarray) -> str:
@@ -111,7 +146,8 @@ def open_volume(path: str | os.PathLike) -> Iterator[MrcVolume]:
 
     Raises:
         InputError: missing, not an MRC, truncated, not a 3D volume (2D image or image stack),
-            unsupported mode, or a non-positive voxel size.
+            unsupported mode, an axis order that is no order of x, y, z, or a non-positive
+            voxel size.
     """
     path = Path(path)
     if not path.is_file():
@@ -128,8 +164,8 @@ def open_volume(path: str | os.PathLike) -> Iterator[MrcVolume]:
         origin = mrc.header.origin
         yield MrcVolume(
             path=path,
-            data=mrc.data,
-            voxel_size_a=_voxel_size(path, mrc),
+            data=_zyx_data(path, mrc),
+            voxel_size_zyx_a=_voxel_size(path, mrc),
             origin_a=(float(origin.z), float(origin.y), float(origin.x)),
             header=_header_to_dict(mrc.header),
         )

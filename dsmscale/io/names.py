@@ -25,11 +25,34 @@ def is_mrc(path: str | os.PathLike) -> bool:
 
 def input_stem(path: str | os.PathLike) -> str:
     """The name a tomogram or table goes by: its file name without the format suffix (and
-    compression suffix), e.g. ``TS_01`` for ``TS_01.mrc.bz2``, ``TS_01.zarr`` and ``TS_01.star``."""
-    name = _uncompressed(Path(str(path).rstrip("/")).name)
+    compression suffix), e.g. ``TS_01`` for ``TS_01.mrc.bz2``, ``TS_01.zarr`` and ``TS_01.star``;
+    a tomogram in a copick project (``ExperimentRuns/RUN/VoxelSpacing…/TYPE.zarr``) is its run."""
+    parts = Path(str(path).rstrip("/")).parts
+    if len(parts) >= 4 and parts[-4] == "ExperimentRuns" and parts[-2].startswith("VoxelSpacing"):
+        return parts[-3]
+    name = _uncompressed(parts[-1] if parts else "")
     for suffix in _NAMED_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
+    return name
+
+
+#: What tools append to a tomogram's name in their tables: Warp's ``.tomostar`` (``TS_01.tomostar``,
+#: ``TS_01.mrc.tomostar``) and volume suffixes (``TS_01.rec``, a path ``…/TS_01.mrc``).
+_TABLE_NAME_SUFFIXES = (".tomostar", ".zarr", *MRC_SUFFIXES, ".st")
+
+
+def tomogram_name(name_in_table: str) -> str:
+    """The name a table's tomogram column (``rlnTomoName``, ``rlnMicrographName``, a copick
+    run) gives a tomogram, as `input_stem` names tomogram files: the file name without folders,
+    Warp's ``.tomostar`` and a volume suffix, e.g. ``TS_01`` for ``TS_01.tomostar``,
+    ``/data/TS_01.mrc`` and ``TS_01.mrc.tomostar``. A RELION image reference ``…:mrc`` loses its
+    ``:mrc``."""
+    name = str(name_in_table).strip().removesuffix(":mrc")
+    name = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    for suffix in _TABLE_NAME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
     return name
 
 

@@ -2,8 +2,10 @@
 
 Axes are (z, y, x) in angstrom. Level ``l`` of the pyramid is the 2×2×2 mean of level ``l-1``, so
 its ``scale`` is ``voxel_size × 2**l`` and its ``translation`` is the MRC origin plus
-`dsmscale.geometry.level_offset` voxels (the centre of the first averaged block). Metadata is
-validated on read with ome-zarr-models.
+`dsmscale.geometry.level_offset` voxels (the centre of the first averaged block). The voxel size
+may differ per axis (NGFF's ``scale`` is per axis; EMDB maps can be anisotropic): `Tomogram`
+carries ``voxel_size_zyx_a``, and its ``voxel_size_a`` is the one isotropic size, an
+`InputError` for an anisotropic volume. Metadata is validated on read with ome-zarr-models.
 """
 
 from __future__ import annotations
@@ -45,19 +47,26 @@ def level_shapes(shape: tuple[int, ...], n_levels: int) -> list[tuple[int, ...]]
     return shapes
 
 
+def voxel_sizes_zyx(voxel_size_a: float | tuple[float, float, float]) -> tuple[float, ...]:
+    """One voxel size (Å) or three, (z, y, x), as three floats."""
+    return tuple(float(v) for v in np.broadcast_to(np.asarray(voxel_size_a, float), (3,)))
+
+
 def multiscales_metadata(
-    n_levels: int, voxel_size_a: float, origin_a: tuple[float, float, float], name: str,
-    version: Literal["0.4", "0.5"],
+    n_levels: int, voxel_size_a: float | tuple[float, float, float],
+    origin_a: tuple[float, float, float], name: str, version: Literal["0.4", "0.5"],
 ) -> dict:
-    """The NGFF ``multiscales`` entry for a (z, y, x) pyramid in Å."""
+    """The NGFF ``multiscales`` entry for a (z, y, x) pyramid in Å (``voxel_size_a`` one size or
+    three, z, y, x)."""
+    voxels = voxel_sizes_zyx(voxel_size_a)
     datasets = []
     for level in range(n_levels):
-        shift = level_offset(level) * voxel_size_a
         datasets.append({
             "path": str(level),
             "coordinateTransformations": [
-                {"type": "scale", "scale": [voxel_size_a * 2.0**level] * 3},
-                {"type": "translation", "translation": [o + shift for o in origin_a]},
+                {"type": "scale", "scale": [v * 2.0**level for v in voxels]},
+                {"type": "translation", "translation": [
+                    o + level_offset(level) * v for o, v in zip(origin_a, voxels, strict=True)]},
             ],
         })
     entry = {
@@ -74,10 +83,11 @@ def multiscales_metadata(
 
 def create_pyramid(
     path: str | os.PathLike, shape: tuple[int, int, int], *, n_levels: int, chunk: int,
-    voxel_size_a: float, origin_a: tuple[float, float, float], zarr_format: Literal[2, 3],
-    codec: Codec, clevel: int, name: str, extra_attrs: dict | None = None,
+    voxel_size_a: float | tuple[float, float, float], origin_a: tuple[float, float, float],
+    zarr_format: Literal[2, 3], codec: Codec, clevel: int, name: str, extra_attrs: dict | None = None,
 ) -> list[zarr.Array]:
-    """Create an empty OME-Zarr image group with one float32 array per pyramid level."""
+    """Create an empty OME-Zarr image group with one float32 array per pyramid level
+    (``voxel_size_a``: level 0's voxel size in Å, one or per axis z, y, x)."""
     version = "0.5" if zarr_format == 3 else "0.4"
     group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
     multiscale = multiscales_metadata(n_levels, voxel_size_a, origin_a, name, version)
@@ -106,19 +116,41 @@ class Tomogram:
         source: path or URL of the store.
         array: the zarr array of this level, indexed (z, y, x).
         level: pyramid level (0 = full resolution).
-        voxel_size_a: voxel size of this level in Å.
+        voxel_size_zyx_a: voxel size of this level in Å per axis, (z, y, x).
         translation_a: position of voxel (0, 0, 0) of this level in Å, (z, y, x).
         ngff_version: "0.4" or "0.5".
         attrs: the group's dsmscale attributes (e.g. the MRC header).
+        pyramid_voxel_zyx_a: voxel sizes (z, y, x, Å) of every level of the store's pyramid.
     """
 
     source: str
     array: zarr.Array
     level: int
-    voxel_size_a: float
+    voxel_size_zyx_a: tuple[float, float, float]
     translation_a: tuple[float, float, float]
     ngff_version: str
     attrs: dict
+    pyramid_voxel_zyx_a: tuple[tuple[float, float, float], ...] = ()
+
+    @property
+    def is_isotropic(self) -> bool:
+        """Whether the voxel sizes agree within 0.1 %."""
+        return bool(np.ptp(self.voxel_size_zyx_a) <= 1e-3 * max(self.voxel_size_zyx_a))
+
+    @property
+    def voxel_size_a(self) -> float:
+        """The isotropic voxel size of this level in Å.
+
+        Raises:
+            InputError: the voxels are anisotropic (where one size is needed, e.g. to read a
+                table in pixels; extraction resamples them to an isotropic grid instead).
+        """
+        if not self.is_isotropic:
+            sizes = ", ".join(f"{v:g}" for v in self.voxel_size_zyx_a)
+            raise InputError(self.source, f"anisotropic voxels (z, y, x = {sizes} Å) where one "
+                                          "voxel size is needed (resample the volume first)")
+        return self.voxel_size_zyx_a[0]
+
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -219,13 +251,21 @@ def open_tomogram(source: str | os.PathLike, level: int = 0) -> Tomogram:
     if axes[0][1] not in units_to_a:
         raise InputError(source, f"unsupported axis unit {axes[0][1]!r} (need angstrom or nm)")
     to_a = units_to_a[axes[0][1]]
-    scale = np.array(transforms["scale"]["scale"], dtype=float) * to_a
-    if np.ptp(scale) > 1e-3 * scale.max():
-        raise InputError(source, f"anisotropic scale {scale.tolist()} is not supported")
+    pyramid = [_scale_a(source, d, to_a) for d in entry["datasets"]]
     translation = np.array(
         transforms.get("translation", {}).get("translation", [0.0, 0.0, 0.0]), dtype=float) * to_a
     return Tomogram(
         source=source, array=group[dataset["path"]], level=level,
-        voxel_size_a=float(scale[0]), translation_a=tuple(float(t) for t in translation),
+        voxel_size_zyx_a=pyramid[level], translation_a=tuple(float(t) for t in translation),
         ngff_version=version, attrs=group.attrs.asdict().get("dsmscale", {}),
+        pyramid_voxel_zyx_a=tuple(pyramid),
     )
+
+
+def _scale_a(source: str, dataset: dict, to_a: float) -> tuple[float, float, float]:
+    """A level's ``scale`` in Å, (z, y, x), each positive."""
+    transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
+    scale = np.array(transforms["scale"]["scale"], dtype=float) * to_a
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        raise InputError(source, f"scale must be positive, found {scale.tolist()}")
+    return tuple(float(v) for v in scale)

@@ -132,12 +132,12 @@ def write_pyramid(slabs: Iterable[np.ndarray], arrays: list[zarr.Array]) -> None
 
 def write_ome_zarr(
     destination: str | os.PathLike, slabs: Iterable[np.ndarray], shape: tuple[int, int, int],
-    voxel_size_a: float, origin_a: tuple[float, float, float], config: ConvertConfig, name: str,
-    attrs: dict | None = None,
+    voxel_size_a: float | tuple[float, float, float], origin_a: tuple[float, float, float],
+    config: ConvertConfig, name: str, attrs: dict | None = None,
 ) -> None:
     """Write a volume of ``shape`` (z, y, x), given as consecutive z-slabs of ``config.chunk``
-    planes, as an OME-Zarr pyramid at ``destination`` (voxel size and origin in Å; ``attrs``
-    under the group's ``dsmscale`` attributes)."""
+    planes, as an OME-Zarr pyramid at ``destination`` (voxel size, one or per axis z, y, x, and
+    origin in Å; ``attrs`` under the group's ``dsmscale`` attributes)."""
     arrays = create_pyramid(
         destination, shape, n_levels=config.levels, chunk=config.chunk, voxel_size_a=voxel_size_a,
         origin_a=origin_a, zarr_format=config.zarr_format, codec=config.codec,
@@ -165,7 +165,9 @@ def convert_mrc_to_ome_zarr(
     """Convert one MRC/MAP/REC (optionally .gz/.bz2) volume to an OME-Zarr pyramid.
 
     Args:
-        source: the MRC file; its voxel size (Å) and origin become the NGFF scale/translation.
+        source: the MRC file; its voxel size (Å, per axis) and origin become the NGFF
+            scale/translation; its data are transposed to (z, y, x) by the header's axis order
+            (``mapc``, ``mapr``, ``maps``; `dsmscale.io.mrc.zyx_axes`).
         destination: the ``.zarr`` directory to create (local path).
         config: pyramid, chunk and codec settings.
         progress: show a progress bar.
@@ -183,7 +185,7 @@ def convert_mrc_to_ome_zarr(
     def build(tmp: Path) -> None:
         with open_volume(source) as vol:
             write_ome_zarr(tmp, _finite_slabs(source, vol.data, config.chunk, progress),
-                           vol.shape, vol.voxel_size_a, vol.origin_a, config, name=source.name,
+                           vol.shape, vol.voxel_size_zyx_a, vol.origin_a, config, name=source.name,
                            attrs={"source": str(source), "mrc_header": vol.header})
 
     return build_output_dir(destination, config.overwrite, build)

@@ -20,8 +20,10 @@ class RunConfig(JobConfig):
     """Tomograms in, every particle classified, segmented and recovered out.
 
     ``tomograms`` are MRC files (converted to OME-Zarr first) or OME-Zarr stores: local paths,
-    fsspec URLs or globs. ``particles`` are tables matched to tomograms by file stem (or one table
-    for one tomogram); with none, the DoG picker finds particles.
+    fsspec URLs or globs, named by file stem. ``particles`` are tables (any format
+    `dsmscale.read_particles` reads, one or many, each holding one or many tomograms), split by
+    the tomogram names they hold (``rlnTomoName``, a copick run, …; one table of one tomogram goes
+    with the one tomogram given); with none, the DoG picker finds particles.
     """
 
     tomograms: list[str] = Field(min_length=1)
@@ -30,11 +32,26 @@ class RunConfig(JobConfig):
     model: str = Field("default", description="'default', 'student' or a checkpoint path")
     box: int | None = Field(None, ge=8, description="box edge in voxels; default the model's "
                             "(another is an error: the network takes one box size)")
-    level: int = Field(0, ge=0, description="pyramid level the model sees")
+    level: int | None = Field(None, ge=0, description="pyramid level the boxes are cut from; "
+                              "default: the coarsest level whose voxels are no coarser than "
+                              "the model's")
+    resample: bool = Field(True, description="resample boxes to the model's voxel size when "
+                           "a tomogram's differs by more than 0.1 percent (Fourier resampling: "
+                           "the spectrum cropped to the model grid's Nyquist, or zero-padded); "
+                           "off: such a tomogram, if more than 10 percent off, is an error")
     edge: Literal["pad", "skip"] = "pad"
     voxel_size_a: float | None = Field(
         None, gt=0, description="pixel size (Å) for tables that record none (one that does "
         "must agree)")
+    class_column: str | None = Field(
+        None, description="table column holding class labels (default: rlnClassName, "
+        "rlnParticleName, then rlnClassNumber)")
+    tomogram_set: str | None = Field(
+        None, description="RELION 5 tomograms.star for particles in centred Å (an "
+        "optimisation_set.star names its own)")
+    without_particles: Literal["pick", "skip"] = Field(
+        "pick", description="a tomogram no table names: find its particles with the DoG "
+        "picker, or leave it out")
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="subtomograms per forward pass; 'auto': the fastest of 4-256 timed "
         "by each actor at start-up (small on CPUs, large on GPUs)")

@@ -1,30 +1,36 @@
-"""A job's inputs: tomograms and particle tables found, named by file stem, paired, then
-converted (MRC → OME-Zarr) and read. Naming needs no reading, so it is checked before the job
-folder exists."""
+"""A job's inputs: tomograms found and named by file stem, particle tables read and split by the
+tomograms they name (one table for many tomograms, several tables, a copick project), then the
+tomograms converted (MRC → OME-Zarr) and the particles put on each tomogram's grid. Names are
+checked before the job folder exists."""
 
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dsmscale.conversion import convert_many
 from dsmscale.errors import InputError
+from dsmscale.io.copick_project import project_tomograms
 from dsmscale.io.job import JobFolder
 from dsmscale.io.names import by_stem, is_mrc
-from dsmscale.io.omezarr import Tomogram, open_tomogram
-from dsmscale.io.particles import ParticleTable, check_one_tomogram, read_particles
+from dsmscale.io.omezarr import Tomogram
+from dsmscale.io.particles import ParticleTable, concat_tables, read_particles
+from dsmscale.io.particles.copick import is_copick_config
 from dsmscale.picking import pick_particles
 from dsmscale.pipeline.config import RunConfig
 
 
 def expand_inputs(patterns: list[str], kind: str) -> list[str]:
-    """Globs expanded (local paths); URLs passed through; missing local paths are errors that
-    say which ``kind`` of input is missing."""
+    """Globs expanded (local paths), a copick project config to its tomograms; URLs passed
+    through; missing local paths are errors that say which ``kind`` of input is missing."""
     found = []
     for pattern in patterns:
         if "://" in pattern:
             found.append(pattern)
+            continue
+        if is_copick_config(Path(pattern)):  # a copick project: its tomograms
+            found += project_tomograms(pattern) if kind == "tomogram" else [pattern]
             continue
         matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
         if not matches or not all(Path(m).exists() for m in matches):
@@ -35,34 +41,40 @@ def expand_inputs(patterns: list[str], kind: str) -> list[str]:
 
 @dataclass(frozen=True)
 class JobInputs:
-    """The job's inputs by name: ``{name: tomogram path}`` and ``{name: particle table path}``
-    (empty: the DoG picker finds the particles)."""
+    """The job's inputs by name: ``{name: tomogram path}`` and ``{name: particles}`` (each
+    tomogram's rows of every table, in the table's own pixel size). A tomogram without
+    particles is picked with the DoG picker, or skipped (``without_particles``)."""
 
     tomograms: dict[str, str]
-    tables: dict[str, str]
+    particles: dict[str, ParticleTable]
 
 
 def name_inputs(config: RunConfig) -> JobInputs:
-    """Every input exists and has a name of its own, and every tomogram has exactly one table
-    (matched by file stem; or the single table of a single tomogram). Checked before the job
-    folder exists, from names alone."""
+    """Every input exists and has a name of its own; the tables are read and split by tomogram
+    (``rlnTomoName``, a copick run, …), and every tomogram they name is among the tomograms
+    given. With one tomogram given, a table of one tomogram goes with it, whatever its name.
+    Checked before the job folder exists."""
     tomograms = by_stem(expand_inputs(config.tomograms, "tomogram"), "tomogram")
     if not config.particles:
         return JobInputs(tomograms, {})
     paths = expand_inputs(config.particles, "particle table")
-    if len(tomograms) == 1:
-        if len(paths) > 1:
-            raise InputError(paths[1], f"a second particle table for the one tomogram "
-                             f"(first: {paths[0]}); merge them or give one tomogram each")
-        return JobInputs(tomograms, {next(iter(tomograms)): paths[0]})
-    tables = by_stem(paths, "particle table")
-    for name, path in tables.items():
-        if name not in tomograms:
-            raise InputError(path, f"no tomogram named {name!r} among {sorted(tomograms)}")
-    missing = sorted(set(tomograms) - set(tables))
-    if missing:
-        raise InputError(None, f"no particle table for tomograms {missing}")
-    return JobInputs(tomograms, tables)
+    tables = {path: read_particles(path, config.voxel_size_a, config.class_column,
+                                   config.tomogram_set) for path in paths}
+    by_name: dict[str, list[ParticleTable]] = {}
+    for path, table in tables.items():
+        if len(tomograms) == 1 and table.df["tomogram"].nunique() == 1:
+            table = replace(table, df=table.df.assign(tomogram=next(iter(tomograms))))
+        for name, rows in table.df.groupby("tomogram", sort=True):
+            if name not in tomograms:
+                raise InputError(path, f"names tomogram {name!r}, which is not among the "
+                                       f"tomograms given ({_some(tomograms)})")
+            by_name.setdefault(str(name), []).append(replace(table, df=rows))
+    return JobInputs(tomograms, {name: concat_tables(parts) for name, parts in by_name.items()})
+
+
+def _some(names) -> str:
+    names = sorted(names)
+    return ", ".join(names[:5]) + (f", … {len(names)} in all" if len(names) > 5 else "")
 
 
 def resolve_tomograms(inputs: JobInputs, config: RunConfig, job: JobFolder) -> dict[str, str]:
@@ -78,13 +90,14 @@ def resolve_tomograms(inputs: JobInputs, config: RunConfig, job: JobFolder) -> d
 
 def resolve_particles(inputs: JobInputs, config: RunConfig,
                       tomograms: dict[str, Tomogram]) -> dict[str, ParticleTable]:
-    """One table per tomogram: read, or picked with the DoG picker."""
-    if not inputs.tables:
-        return {name: pick_particles(tomo, config.pick.model_copy(update={"level": tomo.level}),
-                                     name=name) for name, tomo in tomograms.items()}
+    """Each tomogram's particles: read from the tables (in their own pixel size: planning puts
+    them on the tomogram's grid through Å), or picked with the DoG picker (a tomogram no table
+    names, when ``without_particles`` is 'pick'; 'skip' leaves it out of the job)."""
     tables = {}
-    for name, path in inputs.tables.items():
-        full = open_tomogram(tomograms[name].source, 0)
-        tables[name] = check_one_tomogram(read_particles(
-            path, config.voxel_size_a, full.shape, full.voxel_size_a), path)
+    for name, tomo in tomograms.items():
+        if name in inputs.particles:
+            tables[name] = inputs.particles[name]
+        elif not inputs.particles or config.without_particles == "pick":
+            tables[name] = pick_particles(tomo, config.pick.model_copy(
+                update={"level": tomo.level}), name=name)
     return tables

@@ -2,14 +2,16 @@
 
 A *work unit* is the job's unit of work on Ray: up to ``max_particles_per_unit`` particles of one
 tomogram whose centres lie in one slab (`dsmscale.extraction.group_by_slab`). It is metadata
-only (tomogram store, level, particle ids and centres) and owns a range of boxes of the job's
+only (tomogram store, level, the voxel size its boxes are resampled to or NaN, particle ids and
+centres) and owns a range of boxes of the job's
 per-particle Zarr outputs, starting on a chunk boundary, so no output chunk ever has two
 writers. The plan is saved with the job's identity and reused by reruns, so unit ids and box
 ranges are stable and a rerun skips exactly the finished units.
 
 Layout of ``JOB/plan/``::
 
-    units.parquet          one row per unit: unit_id, tomogram, store, level, first_box, n
+    units.parquet          one row per unit: unit_id, tomogram, store, level, resample_to_a,
+                           first_box, n
     skipped.parquet        (tomogram, particle_id) dropped at the volume edge
     particles/NAME.parquet per tomogram: particle_id, unit_id, z, y, x (a row group per unit)
     identity.json          what the plan and the finished units depend on
@@ -33,18 +35,20 @@ from dsmscale.io.particles import ParticleTable
 #: Boxes per chunk of the job's per-particle output arrays; a unit's boxes start on a chunk.
 BOXES_PER_CHUNK = 64
 IDENTITY = "identity.json"
-UNIT_COLUMNS = ["unit_id", "tomogram", "store", "level", "first_box", "n"]
+UNIT_COLUMNS = ["unit_id", "tomogram", "store", "level", "resample_to_a", "first_box", "n"]
 
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """One work unit as it travels to Ray: its id, tomogram, store and level, the first of its
-    boxes in the job's output arrays, and the plan folder its particles are read from."""
+    """One work unit as it travels to Ray: its id, tomogram, store and level, the voxel size
+    (Å) its boxes are resampled to (NaN: cut from the level's voxels), the first of its boxes in
+    the job's output arrays, and the plan folder its particles are read from."""
 
     unit_id: str
     tomogram: str
     store: str
     level: int
+    resample_to_a: float
     first_box: int
     plan: str
 
@@ -53,7 +57,13 @@ class WorkUnit:
         """The unit of a one-row Ray Data batch (made from `dataclasses.asdict` of one)."""
         return cls(unit_id=str(batch["unit_id"][0]), tomogram=str(batch["tomogram"][0]),
                    store=str(batch["store"][0]), level=int(batch["level"][0]),
+                   resample_to_a=float(batch["resample_to_a"][0]),
                    first_box=int(batch["first_box"][0]), plan=str(batch["plan"][0]))
+
+    @property
+    def grid_a(self) -> float | None:
+        """The voxel size the boxes are resampled to, or None."""
+        return None if math.isnan(self.resample_to_a) else self.resample_to_a
 
     def particles(self) -> pd.DataFrame:
         """The unit's particles (particle_id, z, y, x, in z order), read from its tomogram's file
@@ -93,8 +103,9 @@ class JobPlan:
     def work_units(self, units: pd.DataFrame | None = None) -> list[WorkUnit]:
         """``units`` (default all) as the records Ray ships."""
         units = self.units if units is None else units
-        return [WorkUnit(row.unit_id, row.tomogram, row.store, int(row.level), int(row.first_box),
-                         str(self.folder)) for row in units.itertuples()]
+        return [WorkUnit(row.unit_id, row.tomogram, row.store, int(row.level),
+                         float(row.resample_to_a), int(row.first_box), str(self.folder))
+                for row in units.itertuples()]
 
 
 def _save(folder: Path, identity: dict, tables: dict[str, pd.DataFrame],
@@ -117,15 +128,18 @@ def _save(folder: Path, identity: dict, tables: dict[str, pd.DataFrame],
 
 def plan_units(
     tomograms: dict[str, Tomogram], tables: dict[str, ParticleTable], box: int, edge: str,
-    max_per_unit: int, folder: Path, identity: dict,
+    max_per_unit: int, folder: Path, identity: dict, resample_to_a: float | None = None,
 ) -> JobPlan:
-    """Units for every tomogram, in tomogram then z order, boxes aligned to `BOXES_PER_CHUNK`;
-    saved to ``folder`` with the job ``identity``."""
+    """Units for every tomogram, in tomogram then z order, boxes aligned to `BOXES_PER_CHUNK`
+    (on a grid of ``resample_to_a`` Å when given, `dsmscale.extraction.cut_boxes`); saved to
+    ``folder`` with the job ``identity``."""
     units, particles, skipped = [], {}, []
     first_box = 0
+    grid = math.nan if resample_to_a is None else float(resample_to_a)
     for name in sorted(tomograms):
         tomo = tomograms[name]
-        groups = group_by_slab(tomo, tables[name], box, edge, slabs_per_group=1)
+        groups = group_by_slab(tomo, tables[name], box, edge, slabs_per_group=1,
+                               resample_to_a=resample_to_a)
         skipped.append(pd.DataFrame({"tomogram": name, "particle_id": groups.skipped_ids}))
         parts = []
         for group in groups.groups:
@@ -133,7 +147,8 @@ def plan_units(
                 part = group.particles.iloc[start:start + max_per_unit]
                 unit_id = f"{name}_r{group.first_slab:04d}_{k:03d}"
                 units.append({"unit_id": unit_id, "tomogram": name, "store": tomo.source,
-                              "level": tomo.level, "first_box": first_box, "n": len(part)})
+                              "level": tomo.level, "resample_to_a": grid,
+                              "first_box": first_box, "n": len(part)})
                 parts.append(part[["particle_id", "z", "y", "x"]].assign(unit_id=unit_id))
                 first_box += math.ceil(len(part) / BOXES_PER_CHUNK) * BOXES_PER_CHUNK
         if parts:

@@ -2,7 +2,9 @@
 
 Stages: name the inputs (`dsmscale.pipeline.inputs`; before the job folder exists) → convert them
 (MRC → OME-Zarr as Ray tasks) → particles (tables or the DoG picker) → plan the work units
-(metadata only, saved with the job's identity; `dsmscale.pipeline.plan`) → the Ray Data chain
+(metadata only, saved with the job's identity; `dsmscale.pipeline.plan`; each tomogram read at
+the coarsest pyramid level not coarser than the model's voxel size, its boxes resampled to the
+model's grid where the sizes differ, `open_for_model`) → the Ray Data chain
 (`dsmscale.pipeline.dataset`: cut boxes in CPU tasks, predict and write on an actor pool) →
 tomogram-scale maps, STAR and copick tables (`dsmscale.pipeline.outputs`) → the reduce stage
 (`dsmscale.discovery`) → the report and, last, ``summary.json``. A rerun with the same identity
@@ -24,7 +26,7 @@ from dsmscale.errors import InputError
 from dsmscale.extraction import all_skipped_error
 from dsmscale.io.atomic import writable_folder, write_file_atomic
 from dsmscale.io.job import JobFolder
-from dsmscale.io.omezarr import open_tomogram
+from dsmscale.io.omezarr import Tomogram, open_tomogram
 from dsmscale.parallel import ensure_ray
 from dsmscale.pipeline.config import COMPILE_MIN_PARTICLES, RunConfig
 from dsmscale.pipeline.dataset import build_dataset, configure_data_context, unit_results
@@ -32,6 +34,7 @@ from dsmscale.pipeline.inputs import JobInputs, name_inputs, resolve_particles, 
 from dsmscale.pipeline.plan import IDENTITY, JobPlan, plan_units
 from dsmscale.pipeline.sink import create_outputs
 from dsmscale.report.job import write_job_report
+from dsmscale.resampling import TOLERANCE, nearest_level_below, needs_resampling
 from dsmscale.weights import resolve_model
 
 
@@ -85,29 +88,55 @@ def with_model_box(config: RunConfig, ckpt: dict, source: Path) -> RunConfig:
     return config.model_copy(update={"box": box})
 
 
-def voxel_size_warnings(plan: JobPlan, model_voxel_a: float) -> list[str]:
-    """Tomograms whose voxel size (at the level the model sees) is more than 10 % off the one
-    the model was trained at: its features, classes and masks are then of doubtful worth."""
-    warnings = []
-    for store, level in plan.units[["store", "level"]].drop_duplicates().itertuples(index=False):
-        voxel_size_a = open_tomogram(store, int(level)).voxel_size_a
-        if abs(voxel_size_a / model_voxel_a - 1) > 0.1:
-            warnings.append(f"{store}: {voxel_size_a:g} Å per voxel at level {level}, the model "
-                            f"was trained at {model_voxel_a:g} Å (choose --level to match)")
-    return warnings
+def open_for_model(store: str, config: RunConfig, model_voxel_a: float) -> Tomogram:
+    """The tomogram at the level the boxes are cut from: ``config.level``, or the coarsest
+    whose voxels are no coarser than the model's (`dsmscale.extraction.choose_level`).
+
+    Raises:
+        InputError: with ``resample`` off, a voxel size more than 10 % off the model's (one
+            line naming the store, its voxel size and the model's).
+    """
+    full = open_tomogram(store, 0)
+    tolerance = TOLERANCE if config.resample else STRICT_TOLERANCE
+    level = config.level if config.level is not None else nearest_level_below(
+        list(full.pyramid_voxel_zyx_a), model_voxel_a, tolerance)
+    tomo = open_tomogram(store, level)
+    if not config.resample and needs_resampling(tomo.voxel_size_zyx_a, model_voxel_a,
+                                                STRICT_TOLERANCE):
+        sizes = " × ".join(f"{v:g}" for v in dict.fromkeys(tomo.voxel_size_zyx_a))
+        raise InputError(store, f"{sizes} Å per voxel at level {level}, the model takes "
+                                f"{model_voxel_a:g} Å and resample is off")
+    return tomo
+
+
+def grid_notes(plan: JobPlan, model_voxel_a: float) -> list[str]:
+    """One line per tomogram whose boxes were resampled to the model's voxel size."""
+    notes = []
+    units = plan.units.drop_duplicates("tomogram")
+    for store, level, grid in units[["store", "level", "resample_to_a"]].itertuples(index=False):
+        tomo = open_tomogram(store, int(level))
+        if not np.isnan(grid) and needs_resampling(tomo.voxel_size_zyx_a, grid):
+            sizes = " × ".join(f"{v:g}" for v in dict.fromkeys(tomo.voxel_size_zyx_a))
+            notes.append(f"{store}: boxes resampled from {sizes} Å (level {level}) to the "
+                         f"model's {model_voxel_a:g} Å")
+    return notes
 
 
 #: The version of a job folder's layout (2: outputs indexed by ``box_index`` and
-#: ``first_box``): a folder of another layout is refused rather than resumed.
-JOB_LAYOUT = 2
+#: ``first_box``; 3: units record the voxel size their boxes are resampled to): a folder of
+#: another layout is refused rather than resumed.
+JOB_LAYOUT = 3
+#: With ``resample`` off, how far a tomogram's voxel size may be off the model's.
+STRICT_TOLERANCE = 0.1
 
 
 def job_identity(config: RunConfig, model_run: str) -> dict:
-    """What a job's plan and finished units depend on: its inputs, box, level, edge handling,
-    unit size, picker (without tables), model and the folder's layout. A rerun resumes only when
-    it matches."""
-    fields = {"tomograms", "particles", "box", "level", "edge", "voxel_size_a",
-              "max_particles_per_unit"} | (set() if config.particles else {"pick"})
+    """What a job's plan and finished units depend on: its inputs, box, level, resampling, edge
+    handling, unit size, picker (without tables), model and the folder's layout. A rerun resumes
+    only when it matches."""
+    fields = {"tomograms", "particles", "box", "level", "resample", "edge", "voxel_size_a",
+              "tomogram_set", "max_particles_per_unit"} | (
+        {"without_particles", "pick"} if config.particles else {"pick"})
     return config.model_dump(mode="json", include=fields) | {"model_run": model_run,
                                                              "layout": JOB_LAYOUT}
 
@@ -126,22 +155,25 @@ def check_resumable(job: JobFolder, identity: dict) -> None:
 
 
 def load_or_plan(config: RunConfig, inputs: JobInputs, job: JobFolder, identity: dict,
-                 timings: dict) -> JobPlan:
-    """The saved plan, or inputs converted, particles read (or picked) and a new plan saved."""
+                 timings: dict, model_voxel_a: float) -> JobPlan:
+    """The saved plan, or inputs converted, particles read (or picked) and a new plan saved
+    (boxes on the model's grid of ``model_voxel_a`` Å unless ``resample`` is off)."""
     if (job.plan / IDENTITY).is_file():
         return JobPlan.load(job.plan)
     start = time.perf_counter()
     stores = resolve_tomograms(inputs, config, job)
     timings["convert_s"] = time.perf_counter() - start
-    tomograms = {n: open_tomogram(s, config.level) for n, s in stores.items()}
+    tomograms = {n: open_for_model(s, config, model_voxel_a) for n, s in stores.items()}
     start = time.perf_counter()
     tables = resolve_particles(inputs, config, tomograms)
     timings["particles_s"] = time.perf_counter() - start
     if not sum(len(t) for t in tables.values()):
         raise InputError(None, "no particles to process (empty tables and no picks)")
     start = time.perf_counter()
+    tables = {n: t for n, t in tables.items() if len(t)}  # no picks: nothing to do there
+    tomograms = {n: t for n, t in tomograms.items() if n in tables}  # nor where 'skip' said
     plan = plan_units(tomograms, tables, config.box, config.edge, config.max_particles_per_unit,
-                      job.plan, identity)
+                      job.plan, identity, model_voxel_a if config.resample else None)
     timings["plan_s"] = time.perf_counter() - start
     return plan
 
@@ -181,20 +213,21 @@ def run_job(config: RunConfig) -> dict:
     job = open_job_folder(config)
     start, timings = time.perf_counter(), {}
     ensure_ray(config.ray_address)
-    plan = load_or_plan(config, inputs, job, identity, timings)
+    model_voxel_a = model_grid(ckpt)[1]
+    plan = load_or_plan(config, inputs, job, identity, timings, model_voxel_a)
     if plan.units.empty:
         raise all_skipped_error(len(plan.skipped), None)
-    warnings = voxel_size_warnings(plan, model_grid(ckpt)[1])
-    for line in warnings:
-        print(f"dsmscale run: warning: {line}", file=sys.stderr)
+    resampled = grid_notes(plan, model_voxel_a)
+    for line in resampled:
+        print(f"dsmscale run: {line}", file=sys.stderr)
     create_outputs(job, plan.n_boxes, config.box)
     stats = run_inference(config, plan, job, checkpoint)
     timings["inference_s"] = stats.pop("inference_s")
-    return _finish(config, job, plan, stats, timings, warnings, start, checkpoint)
+    return _finish(config, job, plan, stats, timings, resampled, start, checkpoint)
 
 
 def _finish(config: RunConfig, job: JobFolder, plan: JobPlan, stats: dict, timings: dict,
-            warnings: list[str], start: float, checkpoint: Path) -> dict:
+            resampled: list[str], start: float, checkpoint: Path) -> dict:
     """The job's tables, maps, discovery, report and — last — its summary."""
     from dsmscale.pipeline.outputs import write_job_tables, write_maps
 
@@ -210,7 +243,7 @@ def _finish(config: RunConfig, job: JobFolder, plan: JobPlan, stats: dict, timin
                "skipped_at_edge": len(plan.skipped), **stats, "wall_s": wall,
                "end_to_end_per_s": stats["particles_processed"] / wall if wall else 0.0,
                "timings_s": timings, "model": str(checkpoint), "outputs": tables,
-               "discovery": discovery, "warnings": warnings}
+               "discovery": discovery, "resampled": resampled, "warnings": []}
     write_job_report(job, summary, json.loads(job.discovery_summary.read_text())
                      if discovery and "k" in discovery else None)
     write_file_atomic(job.summary, lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))

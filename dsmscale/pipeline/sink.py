@@ -26,14 +26,14 @@ from dsmscale.pipeline.plan import BOXES_PER_CHUNK
 @dataclass
 class CutUnit:
     """A work unit's boxes, cut: ``boxes`` (n, B, B, B) normalised, of particles
-    ``particle_id`` at ``centres`` (n, 3) (z, y, x pixels at ``level``, voxel size
-    ``voxel_size_a`` Å), ``padded`` where a box crossed the volume edge. Travels between the
+    ``particle_id`` at ``centres`` (n, 3) (z, y, x pixels at ``level``, voxel sizes
+    ``voxel_size_zyx_a`` Å per axis), ``padded`` where a box crossed the volume edge. Travels between the
     Ray Data stages as a one-row batch (`to_batch`, `from_batch`)."""
 
     unit_id: str
     tomogram: str
     first_box: int
-    voxel_size_a: float
+    voxel_size_zyx_a: np.ndarray
     level: int
     particle_id: np.ndarray
     centres: np.ndarray
@@ -53,7 +53,8 @@ class CutUnit:
         """The unit of a one-row Ray Data batch."""
         return cls(unit_id=str(batch["unit_id"][0]), tomogram=str(batch["tomogram"][0]),
                    first_box=int(batch["first_box"][0]),
-                   voxel_size_a=float(batch["voxel_size_a"][0]), level=int(batch["level"][0]),
+                   voxel_size_zyx_a=np.asarray(batch["voxel_size_zyx_a"][0], float),
+                   level=int(batch["level"][0]),
                    **{k: batch[k][0] for k in ("particle_id", "centres", "padded", "boxes")})
 
 
@@ -90,7 +91,7 @@ class UnitSink:
     def columns(self, unit: CutUnit, outputs: dict[str, np.ndarray]) -> dict[str, pa.Array]:
         """The unit's rows of the per-particle table."""
         n, centres = len(unit), unit.centres
-        centres_a = pixels_to_angstrom(centres, unit.voxel_size_a, unit.level)
+        centres_a = pixels_to_angstrom(centres, unit.voxel_size_zyx_a, unit.level)
         columns = {
             "particle_id": pa.array(unit.particle_id.astype(np.int64)),
             "tomogram": pa.array([unit.tomogram] * n), "unit_id": pa.array([unit.unit_id] * n),

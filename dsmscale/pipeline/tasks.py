@@ -36,7 +36,8 @@ def _tomogram(store: str, level: int):
 
 def cut_unit(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarray]:
     """Ray Data ``map_batches`` function (``batch_size=1``): a `WorkUnit` row in, its
-    normalised boxes out (a one-row `CutUnit` batch)."""
+    normalised boxes (on the model's grid, resampled where the unit says) out (a one-row
+    `CutUnit` batch)."""
     unit = WorkUnit.from_batch(batch)
     with naming_io_errors(f"reading {unit.store}"):
         failpoint("extract", unit.store)
@@ -44,11 +45,11 @@ def cut_unit(batch: dict[str, np.ndarray], box: int) -> dict[str, np.ndarray]:
         tomogram = _tomogram(unit.store, unit.level)
         # the whole unit as one batch: its boxes are cut into one array, not copied again
         (cut,) = cut_boxes(tomogram, SlabGroup(0, particles), box, batch_size=len(particles),
-                           normalise=True)
+                           normalise=True, resample_to_a=unit.grid_a)
     return CutUnit(
         unit_id=unit.unit_id, tomogram=unit.tomogram, first_box=unit.first_box,
-        voxel_size_a=tomogram.voxel_size_a, level=tomogram.level, particle_id=cut.particle_id,
-        centres=cut.centres_px, padded=cut.padded, boxes=cut.boxes).to_batch()
+        voxel_size_zyx_a=np.asarray(tomogram.voxel_size_zyx_a), level=tomogram.level,
+        particle_id=cut.particle_id, centres=cut.centres_px, padded=cut.padded, boxes=cut.boxes).to_batch()
 
 
 class InferenceActor:

@@ -105,7 +105,8 @@ EXTRACT_CASES = {
     "outside": (lambda t: _csv(t, [[10, 10, 10], [10, 10, 999]]), "outside the volume"),
     "empty": (lambda t: (t / "p.csv").write_text("z,y,x,voxel_size_a\n") and t / "p.csv",
               "empty"),
-    "voxel mismatch": (lambda t: _csv(t, [[10, 10, 10]], voxel_size=12.0), "voxel size mismatch"),
+    "outside once in Å": (lambda t: _csv(t, [[10, 10, 10], [90, 10, 10]], voxel_size=12.0),
+                          "1 particle centres lie outside the volume"),  # z 90 × 12 / 8 Å = 135
     "duplicate ids": (lambda t: pd.DataFrame({"particle_id": [3, 4, 3], "z": [10, 20, 30],
                                               "y": [40] * 3, "x": [40] * 3, "voxel_size_a": 8.0}
                                              ).to_csv(t / "p.csv", index=False) or t / "p.csv",
@@ -113,7 +114,7 @@ EXTRACT_CASES = {
     "star without coordinates": (
         lambda t: starfile.write(pd.DataFrame({"rlnTomoName": ["a"], "rlnImagePixelSize": [8.0]}),
                                  t / "p.star") or t / "p.star",
-        "no coordinate columns"),
+        "holds no particle rows"),
     "text coordinate": (lambda t: (t / "p.csv").write_text("z,y,x,voxel_size_a\n10,ten,10,8\n")
                         and t / "p.csv", "column y holds 'ten' (row 1), not a number"),
     "empty level": (lambda t: (t / "p.csv").write_text("z,y,x,voxel_size_a,level\n10,10,10,8,\n")
@@ -151,7 +152,7 @@ def test_extract_rejects(tmp_path, store, case):
     make, problem = EXTRACT_CASES[case]
     table = make(tmp_path)
     result = run_cli("extract", store, table, "-o", tmp_path / "sub")
-    name = "blobs.zarr" if case in ("outside", "voxel mismatch") else Path(table).name
+    name = "blobs.zarr" if case in ("outside", "outside once in Å") else Path(table).name
     assert_clean_failure(result, name, problem, tmp_path)
 
 
@@ -269,16 +270,17 @@ def _same_name_elsewhere(tmp, store):
     return {"tomograms": [str(store), str(tmp / "elsewhere" / Path(store).name)]}
 
 
-def _two_tables(tmp, store):
-    (tmp / "q").mkdir()
-    return {"particles": [str(_csv(tmp, [[40, 60, 70]])), str(_csv(tmp / "q", [[50, 60, 70]]))]}
+def _table_of_another_tomogram(tmp, store):
+    table = make_particles(np.array([[40.0, 60, 70], [50, 60, 70]]), ["blobs", "TS_99"], 8.0)
+    return {"particles": [str(write_csv(table, tmp / "p.csv"))]}
 
 
 RUN_NAMING_CASES = {  # found from names alone: the job folder is never made
     "two tomograms of one name": (_same_name_elsewhere, "blobs.zarr",
                                   "tomogram name 'blobs' is also the name of"),
-    "two tables for one tomogram": (_two_tables, "p.csv",
-                                    "a second particle table for the one tomogram"),
+    "a table naming a tomogram not given": (
+        _table_of_another_tomogram, "p.csv",
+        "names tomogram 'TS_99', which is not among the tomograms given (blobs)"),
     "missing table": (lambda t, s: {"particles": [str(t / "picks.star")]}, "picks.star",
                       "no such particle table"),
     "no actors": (lambda t, s: {"num_actors": 0}, "job.yaml", "config key 'num_actors'"),
@@ -296,16 +298,6 @@ def test_run_rejects_inputs_before_starting(tmp_path, store, tiny_checkpoint, ca
     result = run_cli("run", "--config", config)
     assert_clean_failure(result, name, problem, tmp_path)
     assert_job_not_started(tmp_path)
-
-
-def test_run_rejects_a_table_of_several_tomograms(tmp_path, store, tiny_checkpoint):
-    table = make_particles(np.array([[40.0, 60, 70], [50, 60, 70]]), ["blobs", "TS_02"], 8.0)
-    config = _run_yaml(tmp_path, store, model=str(tiny_checkpoint),
-                       particles=[str(write_csv(table, tmp_path / "all.csv"))])
-    result = run_cli("run", "--config", config)
-    assert_clean_failure(result, "all.csv", "holds particles of 2 tomograms (blobs, TS_02)",
-                         tmp_path)
-    assert not (tmp_path / "job" / "summary.json").exists()
 
 
 @pytest.mark.ray

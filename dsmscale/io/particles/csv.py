@@ -1,5 +1,9 @@
-"""CSV particle tables: columns ``z, y, x`` (pixels) with optional ids, tomogram, angles, class
-and score; the voxel size and level are written as columns for a lossless read."""
+"""CSV particle tables. A header row must name the columns (their order and units are not
+guessed): ``x, y, z`` in pixels (any order, any case) or in Å (``X [A]``, as TARDIS writes), and
+optionally ``particle_id``, ``tomogram``, ``rot, tilt, psi``, ``class_name`` (or the column the
+user names), ``score``, ``voxel_size_a`` and ``level``. Commas, tabs, pipes or semicolons separate
+the fields. dsmscale writes ``z, y, x`` with the voxel size and level as columns, for a lossless
+read."""
 
 from __future__ import annotations
 
@@ -20,16 +24,53 @@ def write_csv(table: ParticleTable, path: str | os.PathLike) -> Path:
     return write_file_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
-def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None) -> ParticleTable:
-    """Read a CSV with columns ``z, y, x`` (pixels) and optional ``particle_id``, ``tomogram``,
-    angles, ``class_name``, ``score``, ``voxel_size_a`` and ``level``."""
-    path = Path(path)
+#: Header names of coordinates in Å (TARDIS: ``X [A]``), by axis.
+_ANGSTROM_COLUMNS = {f"{a} [a]": a for a in "xyz"} | {f"{a}_a": a for a in "xyz"}
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, sep=r"[,\t|;]", engine="python")
     except (OSError, ValueError) as exc:
         raise InputError(path, f"not a readable CSV file ({str(exc).splitlines()[0]})") from exc
     if df.empty:
         raise InputError(path, "particle table is empty")
+    if all(_is_number(c) for c in df.columns):
+        raise InputError(path, "has no header row: name the columns (e.g. x,y,z or z,y,x; "
+                               "'X [A]' for Å), their order and units are not guessed")
+    return df.rename(columns=lambda c: str(c).strip())
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _angstrom_to_pixels(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, bool]:
+    """Columns ``X [A]`` etc. (Å) renamed ``x`` etc.: pixels of 1 Å; and whether there were."""
+    named = {c: _ANGSTROM_COLUMNS[c.lower()] for c in df.columns if c.lower() in _ANGSTROM_COLUMNS}
+    if not named:
+        return df, False
+    if len(named) != 3 or "voxel_size_a" in df.columns:
+        raise InputError(path, f"Å coordinate columns {sorted(named)}: need exactly X, Y and Z")
+    return df.rename(columns=named), True
+
+
+def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None,
+             class_column: str | None = None) -> ParticleTable:
+    """Read a CSV particle table (see the module docstring)."""
+    path = Path(path)
+    df, in_angstrom = _angstrom_to_pixels(_read_frame(path), path)
+    df = df.rename(columns={c: c.lower() for c in df.columns if c.lower() in {"x", "y", "z"}})
+    if not {"x", "y", "z"} <= set(df.columns):
+        raise InputError(path, f"has no x, y and z columns (columns: {', '.join(df.columns)})")
+    if class_column is not None:
+        if class_column not in df.columns:
+            raise InputError(path, f"has no class column {class_column!r}")
+        df["class_name"] = df.pop(class_column)
     level = _one_value(df, "level", path)
     if level is None:
         level = 0
@@ -38,7 +79,7 @@ def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None) -> Part
     file_vs = _one_value(df, "voxel_size_a", path)
     for column in [c for c in (*ANGLES, "score") if c in df.columns]:
         df[column] = numbers(df, [column], path)[:, 0]
-    vs = pixel_size(path, voxel_size_a, file_vs)
+    vs = 1.0 if in_angstrom else pixel_size(path, voxel_size_a, file_vs)
     if "particle_id" not in df.columns:
         df.insert(0, "particle_id", np.arange(len(df), dtype=np.int64))
     if "tomogram" not in df.columns:

@@ -55,9 +55,28 @@ class ParticleTable:
         voxel_size_a = self.voxel_size_a / 2.0**self.level * 2.0**level
         return replace(self, df=df, voxel_size_a=voxel_size_a, level=level)
 
+    def on_grid(self, voxel_size_a: float) -> ParticleTable:
+        """The same particles in pixels of level 0 of a grid of ``voxel_size_a`` Å (the same
+        physical positions, e.g. a table in unbinned tilt-series pixels on a binned tomogram)."""
+        if self.level == 0 and math.isclose(voxel_size_a, self.voxel_size_a, rel_tol=1e-12):
+            return self
+        df = self.df.copy()
+        df[COORDS] = self.coordinates_a() / voxel_size_a
+        return replace(self, df=df, voxel_size_a=float(voxel_size_a), level=0)
+
     def coordinates_a(self) -> np.ndarray:
         """(N, 3) coordinates in Å, (z, y, x), relative to the centre of voxel 0 of level 0."""
         return pixels_to_angstrom(self.df[COORDS].to_numpy(), self.voxel_size_a, self.level)
+
+
+def concat_tables(tables: list[ParticleTable]) -> ParticleTable:
+    """Several tables as one, in pixels of level 0 of the first one's pixel size (positions kept
+    in Å); particle ids are renumbered 0, 1, … when the tables' ids collide."""
+    grid = tables[0].voxel_size_a / 2.0**tables[0].level
+    df = pd.concat([t.on_grid(grid).df for t in tables], ignore_index=True)
+    if df["particle_id"].duplicated().any():
+        df["particle_id"] = np.arange(len(df), dtype=np.int64)
+    return ParticleTable(df, grid)
 
 
 def numbers(df: pd.DataFrame, columns: list[str], source) -> np.ndarray:
@@ -109,6 +128,16 @@ def make_particles(
     return ParticleTable(df, float(voxel_size_a), level)
 
 
+def from_angstrom(
+    zyx_a: np.ndarray, voxel_size_a: float, ids: np.ndarray | None = None, **columns,
+) -> ParticleTable:
+    """A table from (N, 3) positions in Å (z, y, x, from the centre of voxel 0), in pixels of
+    ``voxel_size_a`` (level 0); ``columns`` as for `make_particles` (``tomogram`` required)."""
+    tomogram = columns.pop("tomogram")
+    return make_particles(np.asarray(zyx_a, dtype=float) / voxel_size_a, tomogram, voxel_size_a,
+                          ids=ids, **columns)
+
+
 def pixel_size(path: Path, given: float | None, recorded: float | None) -> float:
     """The pixel size (Å) of a table's coordinates: the one it records, else the one given; the
     two disagreeing is an error (coordinates would be scaled wrongly without a sign)."""
@@ -116,7 +145,7 @@ def pixel_size(path: Path, given: float | None, recorded: float | None) -> float
                                                                         rel_tol=1e-3):
         raise InputError(path, f"records pixel size {recorded:g} Å but {given:g} Å was given")
     if recorded is None and given is None:
-        raise InputError(path, "records no pixel size; pass the voxel size (Å)")
+        raise InputError(path, "records no pixel size; pass the voxel size (Å, --voxel-size)")
     return recorded if recorded is not None else given
 
 
