@@ -272,6 +272,8 @@ def _run_arguments(p: argparse.ArgumentParser, c) -> None:
     _flag(p, c, "class_column")
     _flag(p, c, "tomogram_set")
     _flag(p, c, "without_particles", choices=["pick", "skip"])
+    _flag(p, c, "copick_tomogram_type")
+    _flag(p, c, "copick_voxel_spacing_a", "--copick-voxel-spacing", type=float)
     _flag(p, c, "output", "-o", "--output", type=Path, help="job output folder")
     _flag(p, c, "model")
     _flag(p, c, "resample", "--no-resample", action="store_false",

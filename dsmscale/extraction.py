@@ -55,6 +55,7 @@ from dsmscale.io.particles import (
 )
 from dsmscale.io.subtomograms import SubtomogramBatch, write_subtomograms
 from dsmscale.resampling import (
+    TOLERANCE,
     nearest_level_below,
     needs_resampling,
     resample_steps,
@@ -128,15 +129,16 @@ def grid_steps(tomogram: Tomogram, resample_to_a: float | None) -> np.ndarray | 
     return resample_steps(tomogram.voxel_size_zyx_a, resample_to_a)
 
 
-def choose_level(level: int | None, pyramid_voxel_zyx_a, resample_to_a: float | None) -> int:
+def choose_level(level: int | None, pyramid_voxel_zyx_a, resample_to_a: float | None,
+                 tolerance: float = TOLERANCE) -> int:
     """The pyramid level to cut from: ``level`` when given; else level 0, or with a target
-    grid the coarsest level whose voxels are nowhere coarser than it (level 0 when even its
-    are; `dsmscale.resampling.nearest_level_below`)."""
+    grid the coarsest level whose voxels are nowhere coarser than it by more than
+    ``tolerance`` (level 0 when even its are; `dsmscale.resampling.nearest_level_below`)."""
     if level is not None:
         return level
     if resample_to_a is None:
         return 0
-    return nearest_level_below(list(pyramid_voxel_zyx_a), resample_to_a)
+    return nearest_level_below(list(pyramid_voxel_zyx_a), resample_to_a, tolerance)
 
 
 def tomogram_pixels(tomogram: Tomogram, table: ParticleTable) -> pd.DataFrame:
@@ -210,6 +212,8 @@ def group_by_slab(
         part = df.iloc[idx].sort_values("z", kind="stable").reset_index(drop=True)
         groups.append(SlabGroup(int(group) * slabs_per_group, part))
     return SlabGroups(tomogram, box, groups, skipped)
+
+
 class SlabWindow:
     """Decoded slabs of a tomogram: each slab is read once and dropped as soon as the boxes
     being cut (in ascending z) no longer reach it. While boxes are cut from slab ``s``, slab

@@ -19,12 +19,9 @@ frequency of the source (zero-padding). It is separable and the samples form a t
 a box is three small matrix products with per-axis operators (B × n). Computed in float64,
 returned as float32.
 
-Why not a spline: the shipped model is sensitive to a box's high-frequency content. On a
-simulated tomogram Fourier-cropped from 10 Å to 13.3 Å, boxes resampled back to 10 Å with a
-cubic B-spline (map_coordinates, order 3) were classified right for 29 % of the particles
-inside the volume, trilinear 5 %, this Fourier resampling 57 %, and the same information
-band-limited at 10 Å with no resampling at all 60 % (86 % at 10 Å: the rest is the band
-13.3 Å lacks; tests/test_resampling.py).
+Why not a spline: the shipped model is sensitive to a box's high-frequency content, which a
+cubic B-spline or trilinear interpolation smooths away; `jobs/bench_resampling.py` measures the
+three on one tomogram (`results/resampling.md`).
 
 Each box is resampled from a window of `window_size` source voxels per axis starting at
 `window_starts`: the samples plus a margin of `margin` voxels each side, which bounds what the
@@ -130,3 +127,18 @@ def _dct_matrix(n: int) -> np.ndarray:
     out = _cosines(np.arange(n, dtype=float), n, n).T.copy()
     out.flags.writeable = False
     return out
+
+
+def fourier_resize(volume: np.ndarray, shape_zyx) -> np.ndarray:
+    """A whole ``volume`` resampled to ``shape_zyx`` by cropping or zero-padding its centred
+    spectrum (as a tomogram is binned or enlarged in Fourier space): voxel 0 stays where it is,
+    the voxel size scales by old / new extent per axis. Float32 out."""
+    spectrum = np.fft.fftshift(np.fft.fftn(volume))
+    out = np.zeros(shape_zyx, complex)
+    src, dst = [], []
+    for n, m in zip(volume.shape, shape_zyx, strict=True):
+        k = min(n, m)
+        src.append(slice(n // 2 - k // 2, n // 2 - k // 2 + k))
+        dst.append(slice(m // 2 - k // 2, m // 2 - k // 2 + k))
+    out[tuple(dst)] = spectrum[tuple(src)]
+    return np.fft.ifftn(np.fft.ifftshift(out)).real.astype(np.float32)

@@ -41,7 +41,6 @@ def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
     return Rotation.random(n, random_state=rng).as_matrix() if n else np.empty((0, 3, 3))
 
 
-
 def relion_matrices(angles_deg: np.ndarray) -> np.ndarray:
     """(n, 3) RELION Euler triples (rot, tilt, psi; deg) as RELION's own (n, 3, 3) matrices
     ``A`` (``Euler_angles2matrix``: intrinsic ZYZ, passive), the matrices RELION composes

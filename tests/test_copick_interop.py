@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_realdata import relion_matrix  # RELION's Euler_angles2matrix, written out
 
 from dsmscale.io.copick_project import write_copick_project
 from dsmscale.io.omezarr import create_pyramid
 from dsmscale.io.particles import make_particles, read_particles
-from dsmscale.rotations import relion_matrices
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-copick"
@@ -93,7 +93,7 @@ def test_copick_opens_a_dsmscale_project_and_dsmscale_reads_copick_picks(tmp_pat
         rows = table.df[table.df["tomogram"] == name]
         got = sorted(run["points"], key=lambda p: (p[0], p[3], p[2], p[1]))
         want = sorted(zip(rows["class_name"], *(rows[a] * 10.0 for a in "xyz"),
-                          relion_matrices(rows[["rot", "tilt", "psi"]].to_numpy()),
+                          relion_matrix(rows[["rot", "tilt", "psi"]].to_numpy()),
                           strict=True), key=lambda p: (p[0], p[3], p[2], p[1]))
         for g, w in zip(got, want, strict=True):
             assert g[0] == w[0]

@@ -75,8 +75,6 @@ def test_permuted_anisotropic_mrc_converts_to_zyx_with_per_axis_scale(tmp_path, 
     assert not tomo.is_isotropic
     with pytest.raises(InputError, match=r"anisotropic voxels \(z, y, x = 0.459, 0.3925, 0.448 Å\)"):
         tomo.voxel_size_a  # noqa: B018 - one size where there are three is an error
-
-
 def test_a_broken_axis_order_is_one_line(tmp_path):
     mrc = write_mrc(tmp_path / "bad.mrc", np.zeros((4, 5, 6), np.float32), (1.0,) * 3)
     with mrcfile.open(mrc, mode="r+", permissive=True) as f:

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,8 +31,6 @@ def table():
         ids=np.arange(100, 100 + n), rot=rng.uniform(-180, 180, n), tilt=rng.uniform(1, 179, n),
         psi=rng.uniform(-180, 180, n), class_name=["ribosome", "apoferritin"] * 6,
         score=rng.random(n))
-
-
 def _same(a, b, angles=True):
     a = a.df.sort_values("particle_id").reset_index(drop=True)
     b = b.df.sort_values("particle_id").reset_index(drop=True)
@@ -57,7 +57,7 @@ def test_star_relion5_round_trip(tmp_path, table):
     shapes = {"TS_01": ((100, 200, 300), 10.0), "TS_02": ((90, 250, 301), 10.0)}
     files = write_particles(table, tmp_path / "relion5", tomograms=shapes)
     assert [f.name for f in files] == ["particles.star", "tomograms.star", "optimisation_set.star"]
-    raw = starfile.read(tmp_path / "relion5" / "particles.star")
+    raw = starfile.read(tmp_path / "relion5" / "particles.star")["particles"]
     first = table.df["tomogram"] == "TS_01"
     expected = (table.df["x"][first] - 150) * 10.0  # Å from the tomogram centre at size/2
     np.testing.assert_allclose(raw["rlnCenteredCoordinateXAngst"][first], expected, atol=1e-5)
@@ -76,9 +76,12 @@ def test_copick_round_trip_in_angstrom(tmp_path, table):
     files = write_copick(table, tmp_path / "copick")
     assert len(files) == 4  # 2 runs × 2 objects
     assert files[0].parent.name == "Picks" and files[0].parts[-3] in ("TS_01", "TS_02")
-    _same(table, read_copick(tmp_path / "copick", voxel_size_a=10.0))
-    half = read_copick(tmp_path / "copick", voxel_size_a=5.0)  # Å are the truth: pixels double
-    np.testing.assert_allclose(np.sort(half.df["x"]), np.sort(table.df["x"] * 2))
+    back = read_copick(tmp_path / "copick")
+    assert back.voxel_size_a == 1.0  # copick's Å, unchanged
+    _same(table, back.on_grid(10.0))
+    np.testing.assert_allclose(np.sort(back.df["x"]), np.sort(table.df["x"] * 10.0))
+    write_copick(make_particles([[1.0, 2, 3]], "TS_01", 10.0), tmp_path / "copick")
+    assert len(read_copick(tmp_path / "copick")) == 1  # the earlier picks of this user went
 
 
 def test_csv_round_trip(tmp_path, table):
@@ -124,8 +127,6 @@ def test_a_table_keeps_its_own_pixel_size(tmp_path, table, suffix):
     assert read_particles(bare, voxel_size_a=5.0).voxel_size_a == 5.0
     with pytest.raises(InputError, match="records no pixel size"):
         read_particles(bare)
-
-
 def test_output_format_by_suffix_or_an_existing_folder(tmp_path):
     assert [output_format(tmp_path / n) for n in ("p.star", "p.csv", "project", "TS_relion5")] == [
         "star", "csv", "copick", "relion5"]
@@ -153,3 +154,19 @@ def test_each_particle_takes_its_optics_groups_pixel_size(tmp_path):
     with pytest.raises(InputError, match="bad.star: particles name optics group 3, which "
                                          "data_optics does not define"):
         read_particles(tmp_path / "bad.star")
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"rlnOpticsGroup": ["opticsGroup1", 1]}, "column rlnOpticsGroup holds 'opticsGroup1' (row 1)"),
+    ({"rlnOpticsGroup": [np.nan, 1]}, "rlnOpticsGroup of the particles holds a value"),
+    ({"rlnTomoName": ["/a/TS_01.mrc", "/b/TS_01.mrc"]},
+     "names tomograms '/a/TS_01.mrc' and '/b/TS_01.mrc', which both go by 'TS_01'"),
+])
+def test_star_problems_are_one_line(tmp_path, change, problem):
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [2.0]})
+    particles = pd.DataFrame({"rlnTomoName": ["TS_01", "TS_02"], "rlnOpticsGroup": [1, 1],
+                              **{f"rlnCoordinate{a}": [1.0, 2.0] for a in "XYZ"}})
+    particles = particles.assign(**change)
+    starfile.write({"optics": optics, "particles": particles}, tmp_path / "p.star")
+    with pytest.raises(InputError, match=f"p.star: {re.escape(problem)}"):
+        read_particles(tmp_path / "p.star")

@@ -163,23 +163,35 @@ def test_a_class_column_the_user_names():
 
 
 def test_relion5_centred_coordinates_placed_with_a_real_tomogram_set(tmp_path):
+    """A RELION 5 project's layout: the optimisation set in a job folder names its files
+    relative to the project; the real tomograms.star of pytom-match-pick's RELION 5 project
+    gives the sizes; shifts are turned by the subtomogram orientation, as RELION does."""
     tomograms = (REAL / "relion" / "pytom-match-pick_relion5_project" / "tests" / "Data"
                  / "relion5_project_example" / "Tomograms" / "job009" / "tomograms.star")
+    project = tmp_path / "project"
+    (project / "Tomograms" / "job009").mkdir(parents=True)
+    (project / "Tomograms" / "job009" / "tomograms.star").write_text(tomograms.read_text())
     rng = np.random.default_rng(1)
-    centred = rng.uniform(-2000, 2000, (5, 3))
+    centred, origin = rng.uniform(-2000, 2000, (5, 3)), rng.uniform(-20, 20, (5, 3))
     angles, subtomo = rng.uniform(-180, 180, (5, 3)), rng.uniform(-180, 180, (5, 3))
-    star = tmp_path / "particles.star"
+    job = project / "Extract" / "job012"
+    job.mkdir(parents=True)
     starfile.write({"particles": pd.DataFrame({
         "rlnTomoName": "tomo200528_107",
         **{f"rlnCenteredCoordinate{a}Angst": centred[:, i] for i, a in enumerate("XYZ")},
         **{f"rlnAngle{a}": angles[:, i] for i, a in enumerate(["Rot", "Tilt", "Psi"])},
         **{f"rlnTomoSubtomogram{a}": subtomo[:, i] for i, a in enumerate(["Rot", "Tilt", "Psi"])},
-        **{f"rlnOrigin{a}Angst": [0.0] * 5 for a in "XYZ"}})}, star)
+        **{f"rlnOrigin{a}Angst": origin[:, i] for i, a in enumerate("XYZ")}})},
+        job / "particles.star")
+    starfile.write({"": {"rlnTomoParticlesFile": "Extract/job012/particles.star",
+                         "rlnTomoTomogramsFile": "Tomograms/job009/tomograms.star"}},
+                   job / "optimisation_set.star")
     with pytest.raises(InputError, match="optimisation_set.star"):
-        read_particles(star)  # centred Å cannot be placed without the tomograms' sizes
-    table = read_particles(star, tomogram_set=tomograms)
+        read_particles(job / "particles.star")  # centred Å cannot be placed without the sizes
+    table = read_particles(job / "optimisation_set.star")
     size = np.array([4000, 4000, 2000]) * 1.724  # rlnTomoSize × rlnTomoTiltSeriesPixelSize
-    assert_positions(table, centred + size / 2)  # RELION 5: the centre is at size / 2
+    turned_origin = np.einsum("nij,nj->ni", relion_matrix(subtomo), origin)
+    assert_positions(table, centred - turned_origin + size / 2)  # the centre is at size / 2
     assert_rotations(table, relion_matrix(subtomo) @ relion_matrix(angles))
 
 
@@ -222,8 +234,6 @@ def test_csv_with_a_header(name):
     table = read_particles(ANNOTATIONS / name, voxel_size_a=5.0)
     expected = pd.read_csv(ANNOTATIONS / name, sep=None, engine="python")[["x", "y", "z"]]
     assert_positions(table, expected.to_numpy() * 5.0)
-
-
 def test_tardis_csv_in_angstrom():
     df = pd.read_csv(ANNOTATIONS / "tardis.csv")
     table = read_particles(ANNOTATIONS / "tardis.csv", voxel_size_a=7.0)  # Å need no pixel size
@@ -235,7 +245,7 @@ def test_tardis_csv_in_angstrom():
     (REAL / "warp" / "warptools_test_4-tomos_10-ptcls_box-32_angpix-12_tomograms.star",
      "tomogram set"),
     (REAL / "relion" / "relion5_clean_warp2_matching_optimisation_set.star",
-     "names rlnTomoParticlesFile matching.star, which does not exist"),
+     "names rlnTomoParticlesFile matching.star, which is neither next to it nor in a folder"),
     (REAL / "relion" / "relion_with_optics_group.star", "2D coordinates"),
     (REAL / "relion" / "pytom-match-pick_relion5_project" / "tests" / "Data"
      / "relion5_project_example" / "Tomograms" / "job009" / "tilt_series" / "tomo200528_107.star",

@@ -18,7 +18,7 @@ from dsmscale.extraction import extract_subtomograms, grid_steps, group_by_slab
 from dsmscale.io.omezarr import open_tomogram
 from dsmscale.io.particles import make_particles
 from dsmscale.io.pyramid import ConvertConfig, convert_mrc_to_ome_zarr
-from dsmscale.resampling import axis_operator, nearest_level_below
+from dsmscale.resampling import axis_operator, fourier_resize, nearest_level_below
 
 
 def write_store(folder: Path, name: str, volume: np.ndarray, voxel_zyx_a) -> Path:
@@ -29,20 +29,6 @@ def write_store(folder: Path, name: str, volume: np.ndarray, voxel_zyx_a) -> Pat
         out.voxel_size = tuple(float(v) for v in np.broadcast_to(voxel_zyx_a, (3,))[::-1])
     return convert_mrc_to_ome_zarr(mrc, folder / f"{name}.zarr", ConvertConfig(chunk=32),
                                    progress=False)
-
-
-def fourier_resize(volume: np.ndarray, shape) -> np.ndarray:
-    """``volume`` resampled to ``shape`` by cropping or zero-padding its centred spectrum
-    (voxel 0 stays where it is; the voxel size scales by old / new extent per axis)."""
-    spectrum = np.fft.fftshift(np.fft.fftn(volume))
-    out = np.zeros(shape, complex)
-    src, dst = [], []
-    for n, m in zip(volume.shape, shape, strict=True):
-        k = min(n, m)
-        src.append(slice(n // 2 - k // 2, n // 2 - k // 2 + k))
-        dst.append(slice(m // 2 - k // 2, m // 2 - k // 2 + k))
-    out[tuple(dst)] = spectrum[tuple(src)]
-    return np.fft.ifftn(np.fft.ifftshift(out)).real.astype(np.float32)
 
 
 def test_the_axis_operator_is_fourier_interpolation():

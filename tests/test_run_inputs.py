@@ -145,3 +145,52 @@ def test_one_star_for_two_tomograms_runs_end_to_end(tmp_path, blob_store, tiny_c
         np.testing.assert_allclose(np.sort(back.coordinates_a(), axis=0),
                                    np.sort(results[["z_a", "y_a", "x_a"]].to_numpy(), axis=0),
                                    atol=0.01)
+
+
+def test_an_anisotropic_mrc_runs_with_a_table_in_angstrom(tmp_path, tiny_checkpoint, ray_session):
+    """An MRC with permuted axes and anisotropic voxels, a TARDIS-style CSV in Å: the job cuts
+    every box on the model's grid and reports each particle where it is, in Å."""
+    import mrcfile
+    from blobs import blob_tomogram
+
+    from dsmscale.io.job import JobFolder
+    from dsmscale.pipeline import run_job
+
+    voxel_zyx = np.array([12.0, 9.0, 7.5])
+    shape = (40, 60, 70)
+    centres_px = np.array([[20.0, 30, 35], [12, 20, 50], [28, 44, 20]])
+    volume = blob_tomogram(shape, centres_px, sigma_px=2.0, noise_std=0.05)
+    with mrcfile.new(tmp_path / "aniso.mrc") as mrc:  # stored x-fastest as (y, z, x): MAPR = z
+        mrc.set_data(np.ascontiguousarray(volume.transpose(1, 0, 2)))
+        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = 1, 3, 2
+        mrc.voxel_size = tuple(voxel_zyx[::-1])
+    truth_a = centres_px * voxel_zyx
+    pd.DataFrame({"X [A]": truth_a[:, 2], "Y [A]": truth_a[:, 1],
+                  "Z [A]": truth_a[:, 0]}).to_csv(tmp_path / "aniso.csv", index=False)
+    config = RunConfig(tomograms=[str(tmp_path / "aniso.mrc")],
+                       particles=[str(tmp_path / "aniso.csv")], output=str(tmp_path / "job"),
+                       model=str(tiny_checkpoint), num_actors=1, threads_per_actor=1,
+                       batch_size=4, discover=None)
+    run_job(config)
+    results = JobFolder(config.output).read_particles().sort_values("particle_id")
+    np.testing.assert_allclose(results[["z_a", "y_a", "x_a"]].to_numpy(), truth_a, atol=0.01)
+    star = read_particles(Path(config.output) / "aniso_particles.star")
+    order = np.argsort(star.df["particle_id"].to_numpy())
+    np.testing.assert_allclose(star.coordinates_a()[order], truth_a, atol=0.01)
+    assert not (Path(config.output) / "relion5").exists()  # RELION's tomograms are isotropic
+
+
+def test_a_copick_project_with_several_tomograms_per_run_is_chosen_from(tmp_path, stores):
+    from dsmscale.io.copick_project import copy_tomogram_for_copick
+
+    table = _table(["TS_01", "TS_02"], class_name=["ribosome"] * 2)
+    config = write_copick_project(table, tmp_path / "project",
+                                  {"TS_01": stores[0], "TS_02": stores[1]}, tomogram_type="wbp")
+    copy_tomogram_for_copick(stores[0], tmp_path / "project", "TS_01", "denoised")
+    with pytest.raises(InputError, match=r"runs hold several tomograms \(spacing/type: "
+                                         r"10.000/denoised, 10.000/wbp\)"):
+        name_inputs(_config(tmp_path, [str(config)], [str(config)]))
+    inputs = name_inputs(_config(tmp_path, [str(config)], [str(config)],
+                                 copick_tomogram_type="wbp", copick_voxel_spacing_a=10.0))
+    assert sorted(inputs.tomograms) == ["TS_01", "TS_02"]
+    assert all(path.endswith("wbp.zarr") for path in inputs.tomograms.values())

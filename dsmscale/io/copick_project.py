@@ -65,14 +65,22 @@ def write_copick_project(
     return write_copick_config(root / CONFIG, classes, root, name=name)
 
 
-def project_tomograms(config: str | os.PathLike, tomogram_type: str | None = None) -> list[str]:
-    """The tomograms of a local copick project (``config``: its JSON), optionally of one type:
-    ``ExperimentRuns/*/VoxelSpacing*/{type}.zarr`` under its overlay root."""
-    root = overlay_root(Path(config))
-    found = sorted(str(p) for p in root.glob(
-        f"ExperimentRuns/*/VoxelSpacing*/{tomogram_type or '*'}.zarr"))
+def project_tomograms(config: str | os.PathLike, tomogram_type: str | None = None,
+                      voxel_spacing_a: float | None = None) -> list[str]:
+    """The tomograms of a local copick project (``config``: its JSON), one per run:
+    ``ExperimentRuns/RUN/VoxelSpacing{spacing:.3f}/{type}.zarr`` under its overlay root, of the
+    type and spacing given. A run holding several (types or spacings) with none given is an
+    `InputError` that lists them."""
+    spacing = "*" if voxel_spacing_a is None else f"{voxel_spacing_a:.3f}"
+    found = sorted(overlay_root(Path(config)).glob(
+        f"ExperimentRuns/*/VoxelSpacing{spacing}/{tomogram_type or '*'}.zarr"))
     if not found:
-        of_type = f" of type {tomogram_type}" if tomogram_type else ""
-        raise InputError(config, f"holds no tomograms{of_type} "
-                                 "(ExperimentRuns/RUN/VoxelSpacing…/TYPE.zarr)")
-    return found
+        raise InputError(config, f"holds no tomograms of type {tomogram_type or 'any'} at "
+                                 f"voxel spacing {spacing} (ExperimentRuns/RUN/VoxelSpacing…/"
+                                 "TYPE.zarr)")
+    runs = [p.parts[-3] for p in found]
+    if len(set(runs)) < len(runs):
+        kinds = sorted({f"{p.parent.name.removeprefix('VoxelSpacing')}/{p.stem}" for p in found})
+        raise InputError(config, f"runs hold several tomograms (spacing/type: {', '.join(kinds)}): "
+                                 "choose with copick_tomogram_type and copick_voxel_spacing_a")
+    return [str(p) for p in found]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from dsmscale.errors import InputError
 
 MRC_SUFFIXES = (".mrc", ".map", ".rec", ".mrcs")
@@ -67,3 +69,16 @@ def by_stem(paths: list[str], kind: str) -> dict[str, str]:
                              "inputs are named by file stem, rename one")
         named[stem] = path
     return named
+
+
+def distinct_names(raw: pd.Series, path) -> pd.Series:
+    """`tomogram_name` of each raw name; two raw names that give one name (``/a/TS_01.mrc`` and
+    ``/b/TS_01.mrc``) are an `InputError`, not one tomogram."""
+    raw = raw.astype(str)
+    names = {name: tomogram_name(name) for name in raw.unique()}
+    seen: dict[str, str] = {}
+    for original, name in names.items():
+        if seen.setdefault(name, original) != original:
+            raise InputError(path, f"names tomograms {seen[name]!r} and {original!r}, which "
+                                   f"both go by {name!r}: rename one")
+    return raw.map(names)

@@ -34,14 +34,17 @@ def convert_particles(
 ) -> list[Path]:
     """Read ``inputs`` (merged) and write them to ``output`` in the format its name says
     (`dsmscale.io.particles.output_format`). RELION 5 needs ``tomograms`` (their shapes and voxel
-    sizes place the centred coordinates); a copick project copies OME-Zarr ``tomograms`` into
+    sizes place the centred coordinates); a copick project copies ``tomograms`` (OME-Zarr) into
     its layout. Returns the files written."""
     table = concat_tables([read_particles(path, **read_options) for path in inputs])
     fmt = output_format(output)
     Path(output).parent.mkdir(parents=True, exist_ok=True)  # once there is something to write
     if fmt == "copick":
-        stores = {name: path for name, path in by_stem(list(tomograms), "tomogram").items()
-                  if not is_mrc(path)}
+        stores = by_stem(list(tomograms), "tomogram")
+        mrc = next((path for path in stores.values() if is_mrc(path)), None)
+        if mrc:
+            raise InputError(mrc, "a copick project takes OME-Zarr tomograms: convert it first "
+                                  "(dsmscale convert)")
         return [write_copick_project(table, output, stores)]
     geometry = tomogram_geometry(list(tomograms)) if tomograms else None
     if fmt == "relion5" and not geometry:

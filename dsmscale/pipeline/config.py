@@ -49,6 +49,12 @@ class RunConfig(JobConfig):
     tomogram_set: str | None = Field(
         None, description="RELION 5 tomograms.star for particles in centred Å (an "
         "optimisation_set.star names its own)")
+    copick_tomogram_type: str | None = Field(
+        None, description="a copick project given as tomograms: its runs' tomograms of this "
+        "type (e.g. wbp, denoised); needed where runs hold several")
+    copick_voxel_spacing_a: float | None = Field(
+        None, gt=0, description="a copick project given as tomograms: its runs' tomograms at "
+        "this voxel spacing (Å); needed where runs hold several")
     without_particles: Literal["pick", "skip"] = Field(
         "pick", description="a tomogram no table names: find its particles with the DoG "
         "picker, or leave it out")

@@ -21,7 +21,7 @@ from dsmscale.picking import pick_particles
 from dsmscale.pipeline.config import RunConfig
 
 
-def expand_inputs(patterns: list[str], kind: str) -> list[str]:
+def expand_inputs(patterns: list[str], kind: str, config: RunConfig | None = None) -> list[str]:
     """Globs expanded (local paths), a copick project config to its tomograms; URLs passed
     through; missing local paths are errors that say which ``kind`` of input is missing."""
     found = []
@@ -30,7 +30,9 @@ def expand_inputs(patterns: list[str], kind: str) -> list[str]:
             found.append(pattern)
             continue
         if is_copick_config(Path(pattern)):  # a copick project: its tomograms
-            found += project_tomograms(pattern) if kind == "tomogram" else [pattern]
+            found += (project_tomograms(pattern, config.copick_tomogram_type,
+                                        config.copick_voxel_spacing_a)
+                      if kind == "tomogram" and config else [pattern])
             continue
         matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
         if not matches or not all(Path(m).exists() for m in matches):
@@ -54,7 +56,7 @@ def name_inputs(config: RunConfig) -> JobInputs:
     (``rlnTomoName``, a copick run, …), and every tomogram they name is among the tomograms
     given. With one tomogram given, a table of one tomogram goes with it, whatever its name.
     Checked before the job folder exists."""
-    tomograms = by_stem(expand_inputs(config.tomograms, "tomogram"), "tomogram")
+    tomograms = by_stem(expand_inputs(config.tomograms, "tomogram", config), "tomogram")
     if not config.particles:
         return JobInputs(tomograms, {})
     paths = expand_inputs(config.particles, "particle table")

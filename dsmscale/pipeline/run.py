@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_grid
 from dsmscale.errors import InputError
-from dsmscale.extraction import all_skipped_error
+from dsmscale.extraction import all_skipped_error, choose_level
 from dsmscale.io.atomic import writable_folder, write_file_atomic
 from dsmscale.io.job import JobFolder
 from dsmscale.io.omezarr import Tomogram, open_tomogram
@@ -34,7 +34,7 @@ from dsmscale.pipeline.inputs import JobInputs, name_inputs, resolve_particles, 
 from dsmscale.pipeline.plan import IDENTITY, JobPlan, plan_units
 from dsmscale.pipeline.sink import create_outputs
 from dsmscale.report.job import write_job_report
-from dsmscale.resampling import TOLERANCE, nearest_level_below, needs_resampling
+from dsmscale.resampling import TOLERANCE, needs_resampling
 from dsmscale.weights import resolve_model
 
 
@@ -88,6 +88,11 @@ def with_model_box(config: RunConfig, ckpt: dict, source: Path) -> RunConfig:
     return config.model_copy(update={"box": box})
 
 
+def _voxels_text(tomo: Tomogram) -> str:
+    """'8 Å' or '12 × 9 × 7.5 Å' (z, y, x) for a tomogram level's voxel size."""
+    return " × ".join(f"{v:g}" for v in dict.fromkeys(tomo.voxel_size_zyx_a)) + " Å"
+
+
 def open_for_model(store: str, config: RunConfig, model_voxel_a: float) -> Tomogram:
     """The tomogram at the level the boxes are cut from: ``config.level``, or the coarsest
     whose voxels are no coarser than the model's (`dsmscale.extraction.choose_level`).
@@ -98,14 +103,12 @@ def open_for_model(store: str, config: RunConfig, model_voxel_a: float) -> Tomog
     """
     full = open_tomogram(store, 0)
     tolerance = TOLERANCE if config.resample else STRICT_TOLERANCE
-    level = config.level if config.level is not None else nearest_level_below(
-        list(full.pyramid_voxel_zyx_a), model_voxel_a, tolerance)
+    level = choose_level(config.level, full.pyramid_voxel_zyx_a, model_voxel_a, tolerance)
     tomo = open_tomogram(store, level)
     if not config.resample and needs_resampling(tomo.voxel_size_zyx_a, model_voxel_a,
                                                 STRICT_TOLERANCE):
-        sizes = " × ".join(f"{v:g}" for v in dict.fromkeys(tomo.voxel_size_zyx_a))
-        raise InputError(store, f"{sizes} Å per voxel at level {level}, the model takes "
-                                f"{model_voxel_a:g} Å and resample is off")
+        raise InputError(store, f"{_voxels_text(tomo)} per voxel at level {level}, the model "
+                                f"takes {model_voxel_a:g} Å and resample is off")
     return tomo
 
 
@@ -116,9 +119,8 @@ def grid_notes(plan: JobPlan, model_voxel_a: float) -> list[str]:
     for store, level, grid in units[["store", "level", "resample_to_a"]].itertuples(index=False):
         tomo = open_tomogram(store, int(level))
         if not np.isnan(grid) and needs_resampling(tomo.voxel_size_zyx_a, grid):
-            sizes = " × ".join(f"{v:g}" for v in dict.fromkeys(tomo.voxel_size_zyx_a))
-            notes.append(f"{store}: boxes resampled from {sizes} Å (level {level}) to the "
-                         f"model's {model_voxel_a:g} Å")
+            notes.append(f"{store}: boxes resampled from {_voxels_text(tomo)} (level {level}) "
+                         f"to the model's {model_voxel_a:g} Å")
     return notes
 
 
@@ -135,7 +137,8 @@ def job_identity(config: RunConfig, model_run: str) -> dict:
     handling, unit size, picker (without tables), model and the folder's layout. A rerun resumes
     only when it matches."""
     fields = {"tomograms", "particles", "box", "level", "resample", "edge", "voxel_size_a",
-              "tomogram_set", "max_particles_per_unit"} | (
+              "tomogram_set", "copick_tomogram_type", "copick_voxel_spacing_a",
+              "max_particles_per_unit"} | (
         {"without_particles", "pick"} if config.particles else {"pick"})
     return config.model_dump(mode="json", include=fields) | {"model_run": model_run,
                                                              "layout": JOB_LAYOUT}

@@ -28,22 +28,18 @@ from dsmscale.rotations import relion_angles, relion_matrices
 ANGSTROM_GRID = 1.0
 
 
-def _picks_document(table: ParticleTable, rows: np.ndarray, run: str, obj: str, user_id: str,
+def _picks_document(df: pd.DataFrame, loc_a: np.ndarray, run: str, obj: str, user_id: str,
                     session_id: str) -> dict:
-    df = table.df.iloc[rows]
-    loc_a = table.coordinates_a()[rows]
+    """One picks file's JSON: the rows ``df`` (one run and object) at ``loc_a`` (n, 3; Å, z y x)."""
     oriented = set(ANGLES) <= set(df.columns)
     transforms = np.tile(np.eye(4), (len(df), 1, 1))
     if oriented:
         transforms[:, :3, :3] = relion_matrices(df[ANGLES].to_numpy(float))
-    points = []
-    for i in range(len(df)):
-        z, y, x = loc_a[i]
-        point = {"location": {"x": x, "y": y, "z": z}, "transformation_": transforms[i].tolist(),
-                 "instance_id": int(df["particle_id"].iloc[i])}
-        if "score" in df.columns:
-            point["score"] = float(df["score"].iloc[i])
-        points.append(point)
+    scores = df["score"].tolist() if "score" in df.columns else [None] * len(df)
+    points = [{"location": {"x": x, "y": y, "z": z}, "transformation_": t,
+               "instance_id": i} | ({} if score is None else {"score": score})
+              for (z, y, x), t, i, score in zip(loc_a.tolist(), transforms.tolist(),
+                                                 df["particle_id"].tolist(), scores, strict=True)]
     return {"pickable_object_name": obj, "user_id": user_id, "session_id": session_id,
             "run_name": run, "voxel_spacing": None, "unit": "angstrom",
             "trust_orientation": oriented, "points": points}
@@ -51,13 +47,18 @@ def _picks_document(table: ParticleTable, rows: np.ndarray, run: str, obj: str, 
 
 def write_copick(table: ParticleTable, root: str | os.PathLike, user_id: str = "dsmscale",
                  session_id: str = "0") -> list[Path]:
-    """Write copick picks under ``root`` (an overlay folder): one file per (tomogram, class)."""
+    """Write copick picks under ``root`` (an overlay folder): one file per (tomogram, class).
+    This user's and session's picks from an earlier write are removed first, so none is left
+    that the table does not hold."""
     df = table.df
     classes = (df["class_name"].astype(str) if "class_name" in df.columns
                else pd.Series("particle", index=df.index))
+    loc_a = table.coordinates_a()
+    for old in Path(root).glob(f"ExperimentRuns/*/Picks/{user_id}_{session_id}_*.json"):
+        old.unlink()
     written = []
     for (run, obj), rows in df.groupby([df["tomogram"].astype(str), classes]).indices.items():
-        doc = _picks_document(table, rows, run, obj, user_id, session_id)
+        doc = _picks_document(df.iloc[rows], loc_a[rows], run, obj, user_id, session_id)
         path = Path(root) / "ExperimentRuns" / run / "Picks" / f"{user_id}_{session_id}_{obj}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         written.append(write_file_atomic(path, lambda tmp, d=doc: Path(tmp).write_text(
@@ -66,16 +67,15 @@ def write_copick(table: ParticleTable, root: str | os.PathLike, user_id: str = "
 
 
 def write_copick_config(path: str | os.PathLike, objects: list[str], overlay_root: Path,
-                        name: str = "dsmscale", radii_a: dict[str, float] | None = None) -> Path:
-    """A copick project config naming the pickable objects (labels 1, 2, … in order) with a
-    local overlay root."""
-    radii_a = radii_a or {}
+                        name: str = "dsmscale") -> Path:
+    """A copick project config naming the pickable objects (labels 1, 2, … in order; a nominal
+    radius of 50 Å, which dsmscale does not know) with a local overlay root."""
     config = {
         "config_type": "filesystem", "name": name, "version": "1.0.0",
         "description": "written by dsmscale",
         "pickable_objects": [{"name": obj, "is_particle": True, "label": i + 1,
                               "color": [int(c) for c in _colour(i)],
-                              "radius": float(radii_a.get(obj, 50.0))}
+                              "radius": 50.0}
                              for i, obj in enumerate(objects)],
         "overlay_root": f"local://{Path(overlay_root).resolve()}",
         "overlay_fs_args": {"auto_mkdir": True},
@@ -90,25 +90,23 @@ def _colour(i: int) -> tuple[int, int, int, int]:
     return r, g, b, 128
 
 
-def read_copick(paths: list[str | os.PathLike] | str | os.PathLike,
-                voxel_size_a: float | None = None) -> ParticleTable:
-    """Read copick picks: files, overlay folders, or a project config (its overlay is searched).
-
-    Positions are in Å; the table is in pixels of ``voxel_size_a`` when given, else of 1 Å
-    (`ANGSTROM_GRID`), so no voxel size is needed to read them exactly."""
-    files = _copick_files(paths)
-    frames = [frame for path in files if len(frame := _read_picks_file(path))]
+def read_copick(path: str | os.PathLike) -> ParticleTable:
+    """Read copick picks: a picks file, an overlay folder, or a project config (its overlay is
+    searched); every user's and session's picks. Positions are in Å, so the table is in pixels
+    of 1 Å (`ANGSTROM_GRID`): no voxel size is needed to read them exactly. Orientations are kept
+    only where every file trusts them."""
+    files = _copick_files(path)
+    frames = [frame for file in files if len(frame := _read_picks_file(file))]
     if not frames:
         raise InputError(files[0], "holds no picks")
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.concat(frames, ignore_index=True, join="inner")
     ids = df.pop("instance_id")
     zyx_a = df.pop("zyx_a")
     if df["score"].isna().all():
         df.pop("score")
     unique = ids.notna().all() and not ids.duplicated().any()
-    grid = float(voxel_size_a or ANGSTROM_GRID)
     return checked(files[0], lambda: from_angstrom(
-        np.stack(zyx_a.to_numpy()), grid, ids=ids.astype("int64") if unique else None,
+        np.stack(zyx_a.to_numpy()), ANGSTROM_GRID, ids=ids.astype("int64") if unique else None,
         **{c: df[c].to_numpy() for c in df.columns}))
 
 
@@ -125,8 +123,8 @@ def _read_picks_file(path: Path) -> pd.DataFrame:
         if not isinstance(loc, dict) or not {"x", "y", "z"} <= set(loc):
             raise InputError(path, f"pick {i + 1} has no location with x, y and z")
         zyx_a.append(_pick_numbers(path, i, [loc["z"], loc["y"], loc["x"]], "location"))
-        matrices.append(np.asarray(p.get("transformation_", np.eye(4)), dtype=float)[:3, :3])
-        rows.append({"instance_id": p.get("instance_id"), "score": _pick_numbers(
+        matrices.append(_rotation(path, i, p.get("transformation_")))
+        rows.append({"instance_id": _pick_id(path, i, p.get("instance_id")), "score": _pick_numbers(
             path, i, [p["score"]], "score")[0] if p.get("score") is not None else np.nan})
     frame = pd.DataFrame(rows, columns=["instance_id", "score"])
     frame.insert(0, "tomogram", str(doc.get("run_name") or _run_of(Path(path))))
@@ -135,6 +133,31 @@ def _read_picks_file(path: Path) -> pd.DataFrame:
     if doc.get("trust_orientation", True) and len(matrices):
         frame[ANGLES] = relion_angles(np.stack(matrices))
     return frame
+
+
+def _rotation(path: Path, i: int, transform) -> np.ndarray:
+    """The 3×3 rotation of pick ``i``'s ``transformation_`` (identity where it has none, as
+    copick's default); a shift in it is not read: refused."""
+    if transform is None:
+        return np.eye(3)
+    try:
+        matrix = np.asarray(transform, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"pick {i + 1} transformation_ is not a 4×4 matrix") from exc
+    if matrix.shape != (4, 4):
+        raise InputError(path, f"pick {i + 1} transformation_ is {matrix.shape}, not 4×4")
+    if np.abs(matrix[:3, 3]).max() > 1e-6:
+        raise InputError(path, f"pick {i + 1} transformation_ holds a shift {matrix[:3, 3]}: "
+                               "add it to the location (dsmscale does not guess its frame)")
+    return matrix[:3, :3]
+
+
+def _pick_id(path: Path, i: int, value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value % 1:
+        raise InputError(path, f"pick {i + 1} instance_id {value!r} is no whole number")
+    return int(value)
 
 
 def _run_of(path: Path) -> str:
@@ -181,21 +204,19 @@ def is_copick_config(path: Path) -> bool:
         return False
 
 
-def _copick_files(paths) -> list[Path]:
-    items = paths if isinstance(paths, list) else [paths]
-    files: list[Path] = []
-    for item in map(Path, items):
-        if item.is_file() and is_copick_config(item):
-            item = overlay_root(item)
-        if item.is_dir():
-            files += sorted(item.glob("ExperimentRuns/*/Picks/*.json") if
-                            (item / "ExperimentRuns").is_dir() else item.glob("**/Picks/*.json"))
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise InputError(item, "does not exist")
+def _copick_files(path: str | os.PathLike) -> list[Path]:
+    """The picks files of a picks file, an overlay folder or a project config."""
+    item = Path(path)
+    if item.is_file() and is_copick_config(item):
+        item = overlay_root(item)
+    if item.is_file():
+        return [item]
+    if not item.is_dir():
+        raise InputError(item, "does not exist")
+    files = sorted(item.glob("ExperimentRuns/*/Picks/*.json") if (item / "ExperimentRuns").is_dir()
+                   else item.glob("**/Picks/*.json"))
     if not files:
-        raise InputError(items[0], "holds no copick picks (ExperimentRuns/RUN/Picks/*.json)")
+        raise InputError(path, "holds no copick picks (ExperimentRuns/RUN/Picks/*.json)")
     return files
 
 

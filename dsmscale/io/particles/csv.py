@@ -15,6 +15,7 @@ import pandas as pd
 
 from dsmscale.errors import InputError
 from dsmscale.io.atomic import write_file_atomic
+from dsmscale.io.names import distinct_names
 from dsmscale.io.particles.table import ANGLES, ParticleTable, checked, numbers, pixel_size
 
 
@@ -65,6 +66,8 @@ def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None,
     path = Path(path)
     df, in_angstrom = _angstrom_to_pixels(_read_frame(path), path)
     df = df.rename(columns={c: c.lower() for c in df.columns if c.lower() in {"x", "y", "z"}})
+    if df.columns.duplicated().any():
+        raise InputError(path, f"names column {df.columns[df.columns.duplicated()][0]!r} twice")
     if not {"x", "y", "z"} <= set(df.columns):
         raise InputError(path, f"has no x, y and z columns (columns: {', '.join(df.columns)})")
     if class_column is not None:
@@ -82,9 +85,12 @@ def read_csv(path: str | os.PathLike, voxel_size_a: float | None = None,
     vs = 1.0 if in_angstrom else pixel_size(path, voxel_size_a, file_vs)
     if "particle_id" not in df.columns:
         df.insert(0, "particle_id", np.arange(len(df), dtype=np.int64))
-    if "tomogram" not in df.columns:
-        df["tomogram"] = path.stem
-    df["tomogram"] = df["tomogram"].astype(str)
+    ids = numbers(df, ["particle_id"], path)[:, 0]
+    if not (np.isfinite(ids).all() and (ids % 1 == 0).all()):
+        raise InputError(path, "column particle_id holds values that are not whole numbers")
+    df["particle_id"] = ids.astype(np.int64)
+    df["tomogram"] = (distinct_names(df["tomogram"], path) if "tomogram" in df.columns
+                      else path.stem)
     if "class_name" in df.columns:
         df["class_name"] = df["class_name"].astype(str)
     return checked(path, lambda: ParticleTable(df, vs, int(level)))

@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 
 from dsmscale.errors import InputError
-from dsmscale.io.particles.table import ParticleTable, check_voxel_size, checked, from_angstrom
+from dsmscale.io.particles.table import (
+    ParticleTable,
+    check_voxel_size,
+    checked,
+    from_angstrom,
+    numbers,
+)
 from dsmscale.rotations import normalise_relion_angles
 
 #: Dynamo's columns (0-based here) that dsmscale reads.
@@ -62,13 +68,15 @@ def read_stopgap(path: Path, df: pd.DataFrame, voxel_size_a: float | None) -> Pa
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise InputError(path, f"STOPGAP motive list lacks {', '.join(missing)}")
-    numbers = df[needed].apply(pd.to_numeric, errors="raise").to_numpy(float)
-    xyz_px = numbers[:, :3] + numbers[:, 3:6]
-    extra = {"class_name": _numbered(df["class"].to_numpy(float))} if "class" in df else {}
+    values = numbers(df, needed, path)
+    if not np.isfinite(values[:, 6]).all():
+        raise InputError(path, "STOPGAP motive list has particles without a tomo_num")
+    xyz_px = values[:, :3] + values[:, 3:6]
+    extra = {"class_name": _numbered(numbers(df, ["class"], path)[:, 0])} if "class" in df else {}
     if "score" in df.columns:
-        extra["score"] = pd.to_numeric(df["score"]).to_numpy(float)
+        extra["score"] = numbers(df, ["score"], path)[:, 0]
     return checked(path, lambda: from_angstrom(
-        xyz_px[:, ::-1] * voxel_size_a, voxel_size_a, tomogram=_numbered(numbers[:, 6]),
+        xyz_px[:, ::-1] * voxel_size_a, voxel_size_a, tomogram=_numbered(values[:, 6]),
         **extra))
 
 
@@ -79,5 +87,6 @@ def _need_pixel_size(path: Path, voxel_size_a: float | None, what: str) -> None:
 
 
 def _numbered(values: np.ndarray) -> np.ndarray:
-    """Numbers (tomograms, classes) as names: 3.0 → "3"."""
-    return np.array([f"{v:g}" for v in values], dtype=object)
+    """Numbers (tomograms, classes) as names: 3.0 → "3" (each distinct value formatted once)."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    return np.array([f"{v:g}" for v in unique], dtype=object)[inverse]

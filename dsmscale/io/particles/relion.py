@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from dsmscale.errors import InputError
-from dsmscale.io.names import tomogram_name
+from dsmscale.io.names import distinct_names
 from dsmscale.io.particles.table import numbers
 from dsmscale.rotations import normalise_relion_angles, relion_angles, relion_matrices
 
@@ -40,22 +40,34 @@ _OWN_PIXEL_SIZES = ("rlnTomoTiltSeriesPixelSize", "rlnPixelSize")
 _OPTICS_PIXEL_SIZES = ("rlnMicrographPixelSize", "rlnImagePixelSize")
 
 
+def _group_numbers(table: pd.DataFrame, path: Path, where: str) -> np.ndarray:
+    """``rlnOpticsGroup`` of a table as whole numbers; anything else is an `InputError`."""
+    groups = numbers(table, ["rlnOpticsGroup"], path)[:, 0]
+    if not (np.isfinite(groups).all() and (groups % 1 == 0).all()):
+        raise InputError(path, f"rlnOpticsGroup of {where} holds a value that is no whole number")
+    return groups.astype(np.int64)
+
+
 def _optics_values(df: pd.DataFrame, optics: pd.DataFrame | None, column: str,
                    path: Path) -> np.ndarray | None:
     """Each particle's value of an optics-group ``column`` (by ``rlnOpticsGroup``), or None."""
     if optics is None or column not in optics.columns:
         return None
-    by_group = pd.Series(numbers(optics, [column], path)[:, 0],
-                         index=optics["rlnOpticsGroup"].astype(int).to_numpy())
-    groups = (df["rlnOpticsGroup"].astype(int) if "rlnOpticsGroup" in df.columns
-              else pd.Series(np.full(len(df), by_group.index[0])))
+    if "rlnOpticsGroup" not in optics.columns:
+        raise InputError(path, "data_optics has no rlnOpticsGroup column")
+    index = _group_numbers(optics, path, "data_optics")
+    if len(set(index)) < len(index):
+        raise InputError(path, "data_optics defines an optics group twice")
+    by_group = pd.Series(numbers(optics, [column], path)[:, 0], index=index)
     if len(by_group) > 1 and "rlnOpticsGroup" not in df.columns:
         raise InputError(path, f"has {len(by_group)} optics groups but no rlnOpticsGroup column")
+    groups = (_group_numbers(df, path, "the particles") if "rlnOpticsGroup" in df.columns
+              else np.full(len(df), by_group.index[0]))
     unknown = sorted(set(groups) - set(by_group.index))
     if unknown:
         raise InputError(path, f"particles name optics group {unknown[0]}, which data_optics "
                                "does not define")
-    return by_group.loc[groups.to_numpy()].to_numpy(float)
+    return by_group.loc[groups].to_numpy(float)
 
 
 def _recorded_pixel_sizes(path: Path, df: pd.DataFrame, optics: pd.DataFrame | None,
@@ -110,16 +122,31 @@ def coordinate_pixel_sizes(path: Path, df: pd.DataFrame, optics: pd.DataFrame | 
 
 def shifts_px(path: Path, df: pd.DataFrame, pixel_a: np.ndarray) -> np.ndarray:
     """(n, 3) refined shifts (x, y, z) in pixels, to subtract from ``rlnCoordinate``."""
-    angst = [f"rlnOrigin{a}Angst" for a in "XYZ"]
     pixels = [f"rlnOrigin{a}" for a in "XYZ"]
-    if set(angst) <= set(df.columns):
-        shifts = np.nan_to_num(numbers(df, angst, path)) / pixel_a[:, None]
-    elif set(pixels) <= set(df.columns):
-        shifts = np.nan_to_num(numbers(df, pixels, path))
-    elif any(c in df.columns for c in angst + pixels):
+    angst = shifts_a(path, df)
+    if angst is not None:
+        return angst / pixel_a[:, None]
+    if set(pixels) <= set(df.columns):
+        return turned(np.nan_to_num(numbers(df, pixels, path)), df, path)
+    if any(c in df.columns for c in pixels):
         raise InputError(path, "holds origin shifts for some axes only")
-    else:
-        return np.zeros((len(df), 3))
+    return np.zeros((len(df), 3))
+
+
+def shifts_a(path: Path, df: pd.DataFrame) -> np.ndarray | None:
+    """(n, 3) refined shifts ``rlnOrigin{X,Y,Z}Angst`` (x, y, z; Å), turned by the subtomogram
+    orientation where there is one; None without them."""
+    angst = [f"rlnOrigin{a}Angst" for a in "XYZ"]
+    if not any(c in df.columns for c in angst):
+        return None
+    if not set(angst) <= set(df.columns):
+        raise InputError(path, "holds origin shifts for some axes only")
+    return turned(np.nan_to_num(numbers(df, angst, path)), df, path)
+
+
+def turned(shifts: np.ndarray, df: pd.DataFrame, path: Path) -> np.ndarray:
+    """Shifts (n, 3) turned by each particle's subtomogram orientation, as RELION does
+    (``A_subtomogram · origin``); unchanged without one."""
     subtomogram = subtomogram_matrices(df, path)
     return shifts if subtomogram is None else np.einsum("nij,nj->ni", subtomogram, shifts)
 
@@ -145,24 +172,31 @@ def subtomogram_matrices(df: pd.DataFrame, path: Path) -> np.ndarray | None:
 
 
 def read_optimisation_set(path: Path, blocks: dict) -> tuple[Path, Path | None] | None:
-    """(particles file, tomogram set) an ``optimisation_set.star`` names (relative to its own
-    folder), or None for another kind of file; a named file that is missing is an error."""
+    """(particles file, tomogram set) an ``optimisation_set.star`` names, or None for another
+    kind of file. RELION writes the names relative to its project folder, Warp next to the set:
+    each is looked for in the set's folder, then in the folders above it."""
     entries = next((b for b in blocks.values() if isinstance(b, dict)
-                    and "rlnTomoParticlesFile" in b), None)
+                    and ("rlnTomoParticlesFile" in b or "rlnTomoTomogramsFile" in b)), None)
     if entries is None:
-        if any(isinstance(b, dict) and "rlnTomoTomogramsFile" in b for b in blocks.values()):
-            raise InputError(path, "is an optimisation set without particles "
-                                   "(no rlnTomoParticlesFile)")
         return None
-    named = {}
-    for key in ("rlnTomoParticlesFile", "rlnTomoTomogramsFile"):
-        if entries.get(key):
-            file = path.parent / str(entries[key])
-            if not file.is_file():
-                raise InputError(path, f"names {key} {entries[key]}, which does not exist "
-                                       f"next to it")
-            named[key] = file
+    if not entries.get("rlnTomoParticlesFile"):
+        raise InputError(path, "is an optimisation set without particles "
+                               "(no rlnTomoParticlesFile)")
+    named = {key: _named_file(path, key, str(entries[key]))
+             for key in ("rlnTomoParticlesFile", "rlnTomoTomogramsFile") if entries.get(key)}
+    if named["rlnTomoParticlesFile"].resolve() == path.resolve():
+        raise InputError(path, "names itself as its particles file")
     return named["rlnTomoParticlesFile"], named.get("rlnTomoTomogramsFile")
+
+
+def _named_file(path: Path, key: str, name: str) -> Path:
+    """The file an optimisation set names: next to it, or in a folder above it."""
+    folders = [path.parent, *path.parent.resolve().parents]
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(path, f"names {key} {name}, which is neither next to it nor in a folder "
+                           f"above it")
 
 
 def read_tomogram_set(path: Path, blocks: dict) -> pd.DataFrame:
@@ -176,8 +210,11 @@ def read_tomogram_set(path: Path, blocks: dict) -> pd.DataFrame:
         missing = needed if table is None else sorted(set(needed) - set(table.columns))
         raise InputError(path, f"is not a RELION 5 tomogram set: it lacks {', '.join(missing)}")
     values = numbers(table, needed[1:], path)
+    names = distinct_names(table["rlnTomoName"], path)
+    if names.duplicated().any():
+        raise InputError(path, f"names tomogram {names[names.duplicated()].iloc[0]!r} twice")
     return pd.DataFrame(values, columns=["size_x", "size_y", "size_z", "pixel_a"],
-                        index=[tomogram_name(n) for n in table["rlnTomoName"].astype(str)])
+                        index=names.to_numpy())
 
 
 def centred_positions_a(path: Path, df: pd.DataFrame, tomograms: pd.DataFrame,
@@ -186,13 +223,13 @@ def centred_positions_a(path: Path, df: pd.DataFrame, tomograms: pd.DataFrame,
     0's centre (z, y, x), and the tomograms' pixel size (Å; the smallest)."""
     if "rlnTomoName" not in df.columns:
         raise InputError(path, "holds centred coordinates but no rlnTomoName")
-    names = df["rlnTomoName"].astype(str).map(tomogram_name)
+    names = distinct_names(df["rlnTomoName"], path)
     unknown = sorted(set(names) - set(tomograms.index))
     if unknown:
         raise InputError(path, f"names tomogram {unknown[0]!r}, which the tomogram set does "
                                f"not hold ({len(unknown)} such)")
     rows = tomograms.loc[names.to_numpy()]
     centre_a = rows[["size_x", "size_y", "size_z"]].to_numpy() / 2 * rows[["pixel_a"]].to_numpy()
-    shifts = [f"rlnOrigin{a}Angst" for a in "XYZ"]
-    shift_a = np.nan_to_num(numbers(df, shifts, path)) if set(shifts) <= set(df.columns) else 0.0
-    return (centred_xyz_a - shift_a + centre_a)[:, ::-1], float(rows["pixel_a"].min())
+    shift = shifts_a(path, df)
+    shift = 0.0 if shift is None else shift
+    return (centred_xyz_a - shift + centre_a)[:, ::-1], float(rows["pixel_a"].min())

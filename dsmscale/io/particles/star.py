@@ -28,8 +28,8 @@ import pandas as pd
 import starfile
 
 from dsmscale.errors import InputError
-from dsmscale.io.atomic import write_file_atomic
-from dsmscale.io.names import tomogram_name
+from dsmscale.io.atomic import build_output_dir, write_file_atomic
+from dsmscale.io.names import distinct_names
 from dsmscale.io.particles.labels import class_labels, class_numbers
 from dsmscale.io.particles.motive_lists import read_stopgap
 from dsmscale.io.particles.relion import (
@@ -80,7 +80,7 @@ def read_star(
     optimisation = read_optimisation_set(path, blocks)
     if optimisation is not None:
         particles, tomograms = optimisation
-        return read_star(particles, voxel_size_a, class_column, tomograms)
+        return read_star(particles, voxel_size_a, class_column, tomograms or tomogram_set)
     if "stopgap_motivelist" in blocks:
         return read_stopgap(path, blocks["stopgap_motivelist"], voxel_size_a)
     df, optics = particle_block(path, blocks)
@@ -125,7 +125,9 @@ def is_warp_export(blocks: dict) -> bool:
     """A WarpTools particle export: ``data_general`` says its subtomograms are 2D stacks (RELION 5
     itself writes centred coordinates instead)."""
     general = blocks.get("general")
-    return isinstance(general, dict) and "rlnTomoSubTomosAre2DStacks" in general
+    return (isinstance(general, dict | pd.DataFrame)
+            and "rlnTomoSubTomosAre2DStacks" in (general if isinstance(general, dict)
+                                                 else general.columns))
 
 
 def positions_a(path: Path, df: pd.DataFrame, optics: pd.DataFrame | None,
@@ -150,11 +152,7 @@ def positions_a(path: Path, df: pd.DataFrame, optics: pd.DataFrame | None,
 
 def _tomogram_names(df: pd.DataFrame, path: Path) -> np.ndarray | str:
     column = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in df.columns), None)
-    if column is None:
-        return path.stem
-    raw = df[column].astype(str)
-    names = {name: tomogram_name(name) for name in raw.unique()}
-    return raw.map(names).to_numpy()
+    return path.stem if column is None else distinct_names(df[column], path).to_numpy()
 
 
 def _particle_ids(df: pd.DataFrame) -> np.ndarray | None:
@@ -207,24 +205,31 @@ def write_star(table: ParticleTable, path: str | os.PathLike) -> Path:
 
 def write_relion5(table: ParticleTable, folder: str | os.PathLike,
                   tomograms: dict[str, tuple[tuple[int, int, int], float]]) -> list[Path]:
-    """A RELION 5 particle set in ``folder``: ``particles.star`` (``rlnCenteredCoordinate*Angst``,
-    Å from each tomogram's centre at ``size / 2``), ``tomograms.star`` (``rlnTomoSize{X,Y,Z}`` and
-    ``rlnTomoTiltSeriesPixelSize``: each tomogram's level-0 shape and voxel size, binning 1) and
-    ``optimisation_set.star`` naming both.
+    """A RELION 5 particle set, the folder ``folder`` built whole or not at all:
+    ``particles.star`` (``rlnCenteredCoordinate*Angst``, Å from each tomogram's centre at
+    ``size / 2``; an optics group per pixel size in ``data_optics``), ``tomograms.star``
+    (``rlnTomoSize{X,Y,Z}`` and ``rlnTomoTiltSeriesPixelSize``: each tomogram's level-0 shape and
+    voxel size, binning 1) and ``optimisation_set.star`` naming both. Voltage, Cs and amplitude
+    contrast are not known here: pair the particles with the RELION project's own
+    ``tomograms.star`` to extract or refine.
 
     Args:
         tomograms: ``{name: (shape_zyx, voxel_size_a)}`` of every tomogram the table names.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     names = table.df["tomogram"].astype(str)
     missing = sorted(set(names) - set(tomograms))
     if missing:
         raise InputError(folder, f"no tomogram shape and voxel size for {missing[0]!r}")
     shape_xyz = np.array([tomograms[n][0][::-1] for n in names], dtype=float)
-    pixel = np.array([tomograms[n][1] for n in names], dtype=float)[:, None]
-    centred = table.coordinates_a()[:, ::-1] - shape_xyz / 2 * pixel
-    particles = {**dict(zip(CENTRED, centred.T, strict=True)), **relion_columns(table)}
+    pixel = np.array([tomograms[n][1] for n in names], dtype=float)
+    centred = table.coordinates_a()[:, ::-1] - shape_xyz / 2 * pixel[:, None]
+    sizes = sorted(set(pixel))
+    groups = np.searchsorted(sizes, pixel) + 1
+    optics = pd.DataFrame({"rlnOpticsGroup": np.arange(1, len(sizes) + 1),
+                           "rlnOpticsGroupName": [f"opticsGroup{i + 1}" for i in range(len(sizes))],
+                           "rlnTomoTiltSeriesPixelSize": sizes})
+    particles = {**dict(zip(CENTRED, centred.T, strict=True)), **relion_columns(table),
+                 "rlnOpticsGroup": groups}
     used = sorted(set(names))
     tomogram_set = pd.DataFrame({
         "rlnTomoName": used,
@@ -232,9 +237,15 @@ def write_relion5(table: ParticleTable, folder: str | os.PathLike,
            for i, a in enumerate("XYZ")},
         "rlnTomoTiltSeriesPixelSize": [float(tomograms[n][1]) for n in used],
         "rlnTomoTomogramBinning": [1.0] * len(used)})
-    files = {"particles.star": {"particles": pd.DataFrame(particles)},
+    files = {"particles.star": {"optics": optics, "particles": pd.DataFrame(particles)},
              "tomograms.star": {"global": tomogram_set},
              "optimisation_set.star": {"": {"rlnTomoParticlesFile": "particles.star",
                                             "rlnTomoTomogramsFile": "tomograms.star"}}}
-    return [write_file_atomic(folder / name, lambda tmp, b=blocks: starfile.write(
-        b, tmp, overwrite=True, float_format="%.10g")) for name, blocks in files.items()]
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir()
+        for name, blocks in files.items():
+            starfile.write(blocks, tmp / name, overwrite=True, float_format="%.10g")
+
+    folder = build_output_dir(folder, overwrite=True, build=build)
+    return [folder / name for name in files]

@@ -71,9 +71,10 @@ class ParticleTable:
 
 def concat_tables(tables: list[ParticleTable]) -> ParticleTable:
     """Several tables as one, in pixels of level 0 of the first one's pixel size (positions kept
-    in Å); particle ids are renumbered 0, 1, … when the tables' ids collide."""
+    in Å); a column (angles, class, score) is kept only where every table has it, and particle
+    ids are renumbered 0, 1, … when the tables' ids collide."""
     grid = tables[0].voxel_size_a / 2.0**tables[0].level
-    df = pd.concat([t.on_grid(grid).df for t in tables], ignore_index=True)
+    df = pd.concat([t.on_grid(grid).df for t in tables], ignore_index=True, join="inner")
     if df["particle_id"].duplicated().any():
         df["particle_id"] = np.arange(len(df), dtype=np.int64)
     return ParticleTable(df, grid)
@@ -106,6 +107,12 @@ def validate_particles(df: pd.DataFrame, voxel_size_a: float, source) -> None:
     check_voxel_size(voxel_size_a, source)
     if not np.isfinite(numbers(df, COORDS, source)).all():
         raise InputError(source, "particle coordinates contain NaN/Inf")
+    if not pd.api.types.is_integer_dtype(df["particle_id"]):
+        raise InputError(source, "particle ids are not all whole numbers")
+    present = [c for c in ANGLES if c in df.columns]
+    if present and (len(present) < 3 or not np.isfinite(numbers(df, ANGLES, source)).all()):
+        raise InputError(source, "holds orientations (rot, tilt, psi) for some particles or "
+                                 "axes only")
     dup = df["particle_id"].duplicated()
     if dup.any():
         raise InputError(source, f"{int(dup.sum())} duplicate particle ids "
@@ -147,7 +154,6 @@ def pixel_size(path: Path, given: float | None, recorded: float | None) -> float
     if recorded is None and given is None:
         raise InputError(path, "records no pixel size; pass the voxel size (Å, --voxel-size)")
     return recorded if recorded is not None else given
-
 
 
 def checked(path, build):
