@@ -19,7 +19,7 @@ LAYERS = {
                "profiling"},
     "stages": {"conversion", "picking", "extraction", "simulation", "training", "evaluation",
                "averaging", "discovery"},
-    "top": {"pipeline", "experiments", "cli", "__init__"},
+    "top": {"pipeline", "datasets", "experiments", "cli", "__init__"},
 }
 RANK = {name: rank for rank, names in enumerate(LAYERS.values()) for name in names}
 #: Layers whose members may import each other (a stage never imports another stage).

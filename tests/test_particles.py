@@ -81,7 +81,8 @@ def test_copick_round_trip_in_angstrom(tmp_path, table):
     _same(table, back.on_grid(10.0))
     np.testing.assert_allclose(np.sort(back.df["x"]), np.sort(table.df["x"] * 10.0))
     write_copick(make_particles([[1.0, 2, 3]], "TS_01", 10.0), tmp_path / "copick")
-    assert len(read_copick(tmp_path / "copick")) == 1  # the earlier picks of this user went
+    counts = read_copick(tmp_path / "copick").df["tomogram"].value_counts()
+    assert counts.to_dict() == {"TS_02": 6, "TS_01": 1}  # TS_01's earlier picks went
 
 
 def test_csv_round_trip(tmp_path, table):

@@ -48,14 +48,15 @@ def _picks_document(df: pd.DataFrame, loc_a: np.ndarray, run: str, obj: str, use
 def write_copick(table: ParticleTable, root: str | os.PathLike, user_id: str = "dsmscale",
                  session_id: str = "0") -> list[Path]:
     """Write copick picks under ``root`` (an overlay folder): one file per (tomogram, class).
-    This user's and session's picks from an earlier write are removed first, so none is left
-    that the table does not hold."""
+    This user's and session's earlier picks of the table's runs are removed first, so none is
+    left there that the table does not hold."""
     df = table.df
     classes = (df["class_name"].astype(str) if "class_name" in df.columns
                else pd.Series("particle", index=df.index))
     loc_a = table.coordinates_a()
-    for old in Path(root).glob(f"ExperimentRuns/*/Picks/{user_id}_{session_id}_*.json"):
-        old.unlink()
+    for run in df["tomogram"].astype(str).unique():  # this user's earlier picks of these runs
+        for old in Path(root).glob(f"ExperimentRuns/{run}/Picks/{user_id}_{session_id}_*.json"):
+            old.unlink()
     written = []
     for (run, obj), rows in df.groupby([df["tomogram"].astype(str), classes]).indices.items():
         doc = _picks_document(df.iloc[rows], loc_a[rows], run, obj, user_id, session_id)
