@@ -45,6 +45,8 @@ _EXPORTS = {
     "ExtractConfig": ("dsmscale.extraction", "ExtractConfig"),
     "simulate": ("dsmscale.simulation", "build_datasets"),
     "SimulateConfig": ("dsmscale.simulation", "SimulateConfig"),
+    "make_dataset": ("dsmscale.datasets", "make_dataset"),
+    "DatasetConfig": ("dsmscale.datasets", "DatasetConfig"),
     "train": ("dsmscale.training", "train"),
     "TrainConfig": ("dsmscale.training", "TrainConfig"),
     "evaluate": ("dsmscale.evaluation", "evaluate_checkpoint"),

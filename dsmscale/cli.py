@@ -79,6 +79,34 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def dataset(args: argparse.Namespace) -> int:
+    for key, kind in (("templates", str), ("contours", float)):
+        if getattr(args, key):
+            setattr(args, key, _pairs(getattr(args, key), key, kind))
+    config = _config(dsmscale.DatasetConfig, args)
+    summary = dsmscale.make_dataset(config)
+    splits = ", ".join(f"{s}: {', '.join(t)}" for s, t in summary["tomograms_per_split"].items())
+    print(f"{summary['n_subtomograms']} subtomograms of {len(summary['classes'])} classes "
+          f"({summary['with_targets']} with mask and density targets); tomograms {splits} "
+          f"-> {config.output}")
+    return 0
+
+
+def _pairs(items: list[str], flag: str, kind) -> dict:
+    """``CLASS=VALUE`` flag values as a mapping."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError(None, f"--{flag} takes CLASS=VALUE, got {item!r}")
+        try:
+            pairs[name] = kind(value)
+        except ValueError as exc:
+            raise InputError(None, f"--{flag} {item!r}: {value!r} is not a {kind.__name__}"
+                             ) from exc
+    return pairs
+
+
 def train(args: argparse.Namespace) -> int:
     defaults = {"model": args.default_model} if args.default_model else {}
     config = _config(dsmscale.TrainConfig, args, defaults)
@@ -225,6 +253,27 @@ def _extract_arguments(p: argparse.ArgumentParser, c) -> None:
     _flag(p, c, "overwrite", action="store_true")
 
 
+def _dataset_arguments(p: argparse.ArgumentParser, c) -> None:
+    _flag(p, c, "tomograms", nargs="*", help="tomograms (MRC/OME-Zarr, globs, or a copick "
+          "project config)")
+    _flag(p, c, "particles", nargs="*", help="labelled particle tables (any format `dsmscale "
+          "particles` reads), split by the tomogram each row names")
+    _flag(p, c, "output", "-o", "--output", type=Path, help="dataset folder")
+    _flag(p, c, "templates", nargs="*", metavar="CLASS=PATH", help="a template per class: an "
+          "MRC map (any voxel size) or a PDB/mmCIF model; classes without one get "
+          "classification targets only")
+    _flag(p, c, "contours", nargs="*", metavar="CLASS=VALUE", help="a template's mask contour "
+          "(Da per voxel of the boxes' grid; default: the contour enclosing the molecular "
+          "volume)")
+    _flag(p, c, "split_by", choices=["tomogram", "particle"])
+    _flag(p, c, "edge", choices=["pad", "skip"])
+    _flag(p, c, "voxel_size_a", "--voxel-size", type=float)
+    _flag(p, c, "class_column")
+    _flag(p, c, "tomogram_set")
+    _flag(p, c, "seed", type=int)
+    _flag(p, c, "overwrite", action="store_true")
+
+
 def _simulate_arguments(p: argparse.ArgumentParser, c) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     _flag(p, c, "seed", type=int)
@@ -320,6 +369,14 @@ COMMANDS = {
                  "noise at a set SNR, WBP) and datasets of 40³ subtomograms with labels, target "
                  "masks and target densities. Defaults build datasets A (SNR 0.06) and B "
                  "(SNR 0.01)."),
+    "dataset": (dataset, "DatasetConfig", _dataset_arguments,
+                "a training dataset from your tomograms, labelled tables and templates",
+                "Boxes at the model's grid (40³ at 10 Å, resampled from any voxel size) around "
+                "every labelled particle, with its class, and — where its class has a template "
+                "and the particle an orientation — the target's mask and density (the template "
+                "turned by the particle's orientation onto its centre). Splits keep whole "
+                "tomograms apart (--split-by tomogram). Writes the folder `dsmscale train` "
+                "reads, in the simulator's format."),
     "train": (train, "TrainConfig", _train_arguments, "train DSM-Net, an ablation or a baseline",
               "Train on a dataset folder (from dsmscale simulate). Paper defaults: Adam 1e-3, "
               "batch 64 (run in micro-batches of 8 on a CPU), <=100 epochs, early stop 15, loss "

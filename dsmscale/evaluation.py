@@ -42,10 +42,11 @@ class Scores:
     def add(self, data: Split, rows: slice, out: dict[str, np.ndarray]) -> None:
         if "probabilities" in out:
             self.predicted.append(out["probabilities"].argmax(1))
+        known = data.has_targets[rows]  # boxes whose mask and density are known
         if "seg" in out:
-            self.counts += segmentation_counts(out["seg"], data.masks[rows])
+            self.counts += segmentation_counts(out["seg"][known], data.masks[rows][known])
         if "rec" in out:
-            for rec, true in zip(out["rec"], data.densities[rows], strict=True):
+            for rec, true in zip(out["rec"][known], data.densities[rows][known], strict=True):
                 curve = fsc_curve(rec, true)
                 self.fsc_sum = curve if self.fsc_sum is None else self.fsc_sum + curve
                 self.n_fsc += 1

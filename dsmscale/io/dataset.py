@@ -7,7 +7,9 @@ Layout of a dataset folder ``D``::
     D/density.zarr        float32 (N, B, B, B) the target's density alone (Da per voxel)
     D/mask.zarr           uint8 (N, B, B, B) the target's mask (0 background, 1 target)
     D/particles.parquet   one row per box: index (into the arrays), split, class_name,
-                          class_index, and what the writer adds (ids, centres, angles, ...)
+                          class_index, and what the writer adds (ids, centres, angles, ...);
+                          ``has_targets`` False marks a box whose mask and density are not
+                          known (all zeros), whose class alone is learnt (default True)
 
 Splits are read whole into memory (`load_split`), as numpy arrays: boxes normalised per box
 (`dsmscale.geometry.normalise_boxes`, as at inference), densities divided by ``density_scale``.
@@ -41,13 +43,15 @@ DENSITY_SCALE = 537.0
 class Split:
     """One split in memory: ``boxes`` (n, B, B, B) float32 normalised per box, ``labels`` (n,)
     int64 class indexes (−1 for a class the model does not know), ``masks`` (n, B, B, B) uint8,
-    ``densities`` (n, B, B, B) float32 divided by the density scale, and the table's rows."""
+    ``densities`` (n, B, B, B) float32 divided by the density scale, ``has_targets`` (n,) bool
+    (whether the mask and density are known), and the table's rows."""
 
     boxes: np.ndarray
     labels: np.ndarray
     masks: np.ndarray
     densities: np.ndarray
     table: pd.DataFrame
+    has_targets: np.ndarray
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -136,7 +140,9 @@ def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list
         boxes=normalise_boxes(boxes["subtomograms"].astype(np.float32)),
         labels=rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy().astype(np.int64),
         masks=boxes["mask"], densities=boxes["density"] / np.float32(density_scale),
-        table=rows.reset_index(drop=True))
+        table=rows.reset_index(drop=True),
+        has_targets=(rows["has_targets"].to_numpy(bool) if "has_targets" in rows.columns
+                     else np.ones(len(rows), bool)))
 
 
 def _box_index(rows: pd.DataFrame, dataset: Path) -> np.ndarray:

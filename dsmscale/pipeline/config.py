@@ -16,30 +16,18 @@ from dsmscale.picking import PickConfig
 COMPILE_MIN_PARTICLES = 20_000
 
 
-class RunConfig(JobConfig):
-    """Tomograms in, every particle classified, segmented and recovered out.
+class InputsConfig(JobConfig):
+    """Tomograms and particle tables, as a job names them (`dsmscale.pipeline.inputs`).
 
-    ``tomograms`` are MRC files (converted to OME-Zarr first) or OME-Zarr stores: local paths,
-    fsspec URLs or globs, named by file stem. ``particles`` are tables (any format
+    ``tomograms`` are MRC files or OME-Zarr stores (local paths, fsspec URLs, globs, or a copick
+    project config), named by file stem. ``particles`` are tables (any format
     `dsmscale.read_particles` reads, one or many, each holding one or many tomograms), split by
-    the tomogram names they hold (``rlnTomoName``, a copick run, …; one table of one tomogram goes
-    with the one tomogram given); with none, the DoG picker finds particles.
+    the tomogram names they hold (``rlnTomoName``, a copick run, …; one table of one tomogram
+    goes with the one tomogram given).
     """
 
     tomograms: list[str] = Field(min_length=1)
     particles: list[str] = Field(default_factory=list)
-    output: str
-    model: str = Field("default", description="'default', 'student' or a checkpoint path")
-    box: int | None = Field(None, ge=8, description="box edge in voxels; default the model's "
-                            "(another is an error: the network takes one box size)")
-    level: int | None = Field(None, ge=0, description="pyramid level the boxes are cut from; "
-                              "default: the coarsest level whose voxels are no coarser than "
-                              "the model's")
-    resample: bool = Field(True, description="resample boxes to the model's voxel size when "
-                           "a tomogram's differs by more than 0.1 percent (Fourier resampling: "
-                           "the spectrum cropped to the model grid's Nyquist, or zero-padded); "
-                           "off: such a tomogram, if more than 10 percent off, is an error")
-    edge: Literal["pad", "skip"] = "pad"
     voxel_size_a: float | None = Field(
         None, gt=0, description="pixel size (Å) for tables that record none (one that does "
         "must agree)")
@@ -55,6 +43,27 @@ class RunConfig(JobConfig):
     copick_voxel_spacing_a: float | None = Field(
         None, gt=0, description="a copick project given as tomograms: its runs' tomograms at "
         "this voxel spacing (Å); needed where runs hold several")
+
+
+class RunConfig(InputsConfig):
+    """Tomograms in, every particle classified, segmented and recovered out.
+
+    Inputs as `InputsConfig` (MRC tomograms are converted to OME-Zarr first); without tables,
+    the DoG picker finds the particles.
+    """
+
+    output: str
+    model: str = Field("default", description="'default', 'student' or a checkpoint path")
+    box: int | None = Field(None, ge=8, description="box edge in voxels; default the model's "
+                            "(another is an error: the network takes one box size)")
+    level: int | None = Field(None, ge=0, description="pyramid level the boxes are cut from; "
+                              "default: the coarsest level whose voxels are no coarser than "
+                              "the model's")
+    resample: bool = Field(True, description="resample boxes to the model's voxel size when "
+                           "a tomogram's differs by more than 0.1 percent (Fourier resampling: "
+                           "the spectrum cropped to the model grid's Nyquist, or zero-padded); "
+                           "off: such a tomogram, if more than 10 percent off, is an error")
+    edge: Literal["pad", "skip"] = "pad"
     without_particles: Literal["pick", "skip"] = Field(
         "pick", description="a tomogram no table names: find its particles with the DoG "
         "picker, or leave it out")

@@ -18,10 +18,11 @@ from dsmscale.io.omezarr import Tomogram
 from dsmscale.io.particles import ParticleTable, concat_tables, read_particles
 from dsmscale.io.particles.copick import is_copick_config
 from dsmscale.picking import pick_particles
-from dsmscale.pipeline.config import RunConfig
+from dsmscale.pipeline.config import InputsConfig, RunConfig
 
 
-def expand_inputs(patterns: list[str], kind: str, config: RunConfig | None = None) -> list[str]:
+def expand_inputs(patterns: list[str], kind: str, config: InputsConfig | None = None
+                  ) -> list[str]:
     """Globs expanded (local paths), a copick project config to its tomograms; URLs passed
     through; missing local paths are errors that say which ``kind`` of input is missing."""
     found = []
@@ -51,7 +52,7 @@ class JobInputs:
     particles: dict[str, ParticleTable]
 
 
-def name_inputs(config: RunConfig) -> JobInputs:
+def name_inputs(config: InputsConfig) -> JobInputs:
     """Every input exists and has a name of its own; the tables are read and split by tomogram
     (``rlnTomoName``, a copick run, …), and every tomogram they name is among the tomograms
     given. With one tomogram given, a table of one tomogram goes with it, whatever its name.

@@ -108,7 +108,7 @@ def library_versions() -> dict[str, str]:
         name: metadata.version(name) for name in SIMULATION_LIBRARIES}
 
 
-def _assign_splits(classes: np.ndarray, fractions, holdout, seed: int) -> np.ndarray:
+def assign_splits(classes: np.ndarray, fractions, holdout, seed: int) -> np.ndarray:
     """Stratified split: within each class a seeded shuffle, then val/test by fraction (at least one
     each when the class has three or more examples) and the rest train."""
     rng = np.random.default_rng(seed)
@@ -207,7 +207,7 @@ def _append_targets(sim: SimulatedTomogram, targets: np.ndarray, box: int,
 def _write_tables(config: SimulateConfig, out: Path, table: pd.DataFrame) -> pd.DataFrame:
     """The datasets' tables: the targets' truth rows with their box index and split."""
     table.insert(0, "index", np.arange(len(table)))
-    table["split"] = _assign_splits(table["class_name"].to_numpy(), config.split_fractions,
+    table["split"] = assign_splits(table["class_name"].to_numpy(), config.split_fractions,
                                     config.holdout_classes, config.seed)
     for name, snr in config.datasets.items():
         table.assign(snr=snr).to_parquet(out / "datasets" / name / TABLE, index=False)

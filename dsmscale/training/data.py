@@ -15,13 +15,14 @@ from dsmscale.io.dataset import load_split
 @dataclass
 class TrainingData:
     """One split in memory as tensors: x (n, 1, B, B, B) normalised boxes, label (n,) int64,
-    mask (n, B, B, B) int64 (0 background, 1 target), density (n, 1, B, B, B) scaled, and the
-    table's rows."""
+    mask (n, B, B, B) int64 (0 background, 1 target), density (n, 1, B, B, B) scaled,
+    has_targets (n,) bool (mask and density known), and the table's rows."""
 
     x: torch.Tensor
     label: torch.Tensor
     mask: torch.Tensor
     density: torch.Tensor
+    has_targets: torch.Tensor
     table: pd.DataFrame
 
     def __len__(self) -> int:
@@ -29,7 +30,7 @@ class TrainingData:
 
     def batch(self, idx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.x[idx], {"label": self.label[idx], "mask": self.mask[idx],
-                             "density": self.density[idx]}
+                             "density": self.density[idx], "has_targets": self.has_targets[idx]}
 
 
 def load_training_data(dataset: str | os.PathLike, split: str, classes: list[str],
@@ -39,4 +40,5 @@ def load_training_data(dataset: str | os.PathLike, split: str, classes: list[str
     return TrainingData(x=torch.from_numpy(rows.boxes[:, None]),
                         label=torch.from_numpy(rows.labels),
                         mask=torch.from_numpy(rows.masks.astype(np.int64)),
-                        density=torch.from_numpy(rows.densities[:, None]), table=rows.table)
+                        density=torch.from_numpy(rows.densities[:, None]),
+                        has_targets=torch.from_numpy(rows.has_targets), table=rows.table)

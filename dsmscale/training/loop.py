@@ -59,9 +59,10 @@ def validate(step: TrainStep, data: TrainingData, batch_size: int) -> dict[str, 
             sums[k] = sums.get(k, 0.0) + float(v) * len(x)
         if "logits" in out:
             correct += int((out["logits"].argmax(1) == target["label"]).sum())
-        if "seg" in out:
-            counts += segmentation_counts(out["seg"].argmax(1).cpu().numpy(),
-                                          target["mask"].cpu().numpy())
+        if "seg" in out:  # boxes whose mask is known
+            known = target["has_targets"].cpu().numpy()
+            counts += segmentation_counts(out["seg"].argmax(1).cpu().numpy()[known],
+                                          target["mask"].cpu().numpy()[known])
     metrics = {f"val_{k}": v / len(data) for k, v in sums.items()}
     if "cls" in step.model.heads:
         metrics["val_obj_acc"] = correct / len(data)

@@ -30,15 +30,27 @@ def distill_terms(out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]
 
 def loss_terms(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
                weights: tuple[float, float, float]) -> dict[str, torch.Tensor]:
-    """Weighted loss terms of the active heads and their sum under ``total``."""
+    """Weighted loss terms of the active heads and their sum under ``total``. Segmentation and
+    recovery are means over the boxes whose targets are known (``target["has_targets"]``; all
+    when absent): a box of a class without a template teaches only its class."""
     terms = {}
     if "logits" in out:
         terms["cls"] = weights[0] * F.cross_entropy(out["logits"].float(), target["label"])
+    known = target.get("has_targets")
     if "seg" in out:
-        terms["seg"] = weights[1] * F.cross_entropy(out["seg"].float(), target["mask"])
+        per_box = F.cross_entropy(out["seg"].float(), target["mask"], reduction="none")
+        terms["seg"] = weights[1] * _known_mean(per_box, known)
     if "rec" in out:
-        terms["rec"] = weights[2] * F.mse_loss(out["rec"].float(), target["density"])
+        per_box = F.mse_loss(out["rec"].float(), target["density"], reduction="none")
+        terms["rec"] = weights[2] * _known_mean(per_box, known)
     terms["total"] = sum(terms.values())
     return terms
 
 
+def _known_mean(per_voxel: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
+    """Mean of a per-voxel loss over the boxes with known targets (0, still in the graph, when
+    there is none)."""
+    if known is None or bool(known.all()):
+        return per_voxel.mean()
+    per_box = per_voxel.flatten(1).mean(1)
+    return (per_box * known).sum() / known.sum().clamp(min=1)
