@@ -9,7 +9,8 @@ A checkpoint is a dict of plain tensors and containers (`torch.save`, a zip arch
   ``density_scale``: Da/voxel of a recovered density of 1), ``box`` (voxels) and
   ``voxel_size_a`` (Å) of the boxes it was trained on, ``batch_norm``;
 - to say where it came from (`RECORD_KEYS`): ``config`` (the training config), ``run_hash``,
-  ``epoch`` (0-based, of these weights), ``history``, ``best_val``, ``teacher_run_hash``;
+  ``epoch`` (0-based, of these weights), ``history``, ``best_val``, ``teacher_run_hash``,
+  ``fine_tuned_from`` (the checkpoint a fine-tuned run started from);
 - to resume training (`RESUME_KEYS`, a run's ``last.pt`` and ``best.pt``): ``optimizer``,
   ``scheduler``, ``torch_rng``.
 
@@ -37,7 +38,8 @@ LEGACY_GRID = (40, 10.0)
 #: What every checkpoint holds to rebuild and use its network (shipped ones too).
 MODEL_KEYS = ("model", "heads", "n_classes", "classes", "state_dict", "normalisation")
 #: What says where a model came from; kept in shipped models.
-RECORD_KEYS = ("config", "run_hash", "epoch", "history", "best_val", "teacher_run_hash")
+RECORD_KEYS = ("config", "run_hash", "epoch", "history", "best_val", "teacher_run_hash",
+               "fine_tuned_from")
 #: What a training run's checkpoint adds to resume it.
 RESUME_KEYS = ("run_hash", "epoch", "history", "best_val", "optimizer", "scheduler", "torch_rng")
 

@@ -293,6 +293,9 @@ def _train_arguments(p: argparse.ArgumentParser, c) -> None:
           "normalises; without it classification may not converge)")
     _flag(p, c, "monitor", choices=["val_loss", "val_score"])
     _flag(p, c, "micro_batch", type=int)
+    _flag(p, c, "lr", type=float, help="Adam learning rate")
+    _flag(p, c, "init")
+    _flag(p, c, "freeze_encoder_epochs", type=int)
 
 
 def _distill_arguments(p: argparse.ArgumentParser, c) -> None:

@@ -20,7 +20,7 @@ from dsmscale.simulation.dataset import _target_boxes, truth_table
 from dsmscale.simulation.structures import find_structure
 from dsmscale.simulation.tomogram import TomogramConfig, simulate_tomogram
 
-CLASSES = ("1BXN", "4V94", "3J9I")
+CLASSES = ("1BXN", "4V94", "1QVR")  # 1QVR: a class the tiny checkpoint never saw
 SHAPE = (60, 140, 140)
 
 
@@ -143,3 +143,43 @@ def test_the_dataset_command(tmp_path, user_project, capsys):
     assert main(args[:-4] + ["--templates", "1BXN", "-o", str(tmp_path / "other")]) == 2
     assert "--templates takes CLASS=VALUE, got '1BXN'" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_fine_tuning_starts_from_a_checkpoint(tmp_path, user_project, tiny_checkpoint):
+    import torch
+
+    from dsmscale.checkpoints import load_checkpoint
+    from dsmscale.models import build_model
+    from dsmscale.report.model_card import _fine_tuning
+    from dsmscale.training import TrainConfig, train
+    from dsmscale.training.init import load_initial_weights
+
+    root, _, _ = user_project
+    make_dataset(_config(root, tmp_path / "ds", split_by="particle"), progress=False)
+    start = load_checkpoint(tiny_checkpoint)
+    classes = sorted(CLASSES)
+    model = build_model("dsmnet", len(classes))
+    init = load_initial_weights(model, str(tiny_checkpoint), "dsmnet", classes,
+                                str(tmp_path / "ds"))
+    assert init["classes_kept"] == ["1BXN", "4V94"]  # 1QVR is new: its row stays fresh
+    old = list(start["classes"])
+    for name in init["classes_kept"]:
+        assert torch.equal(model.classifier.weight[classes.index(name)],
+                           start["state_dict"]["classifier.weight"][old.index(name)])
+    assert torch.equal(model.state_dict()["encoder.stem.0.0.weight"],
+                       start["state_dict"]["encoder.stem.0.0.weight"])
+    config = TrainConfig(dataset=str(tmp_path / "ds"), output=str(tmp_path / "run"),
+                         init=str(tiny_checkpoint), freeze_encoder_epochs=1, max_epochs=1,
+                         lr=1e-4, batch_size=8, limit_train=16, threads=2)
+    train(config, progress=False)
+    tuned = load_checkpoint(tmp_path / "run" / "last.pt", resume=True)
+    frozen = [k for k, _ in model.encoder.named_parameters()]
+    assert all(torch.equal(tuned["state_dict"][f"encoder.{k}"], start["state_dict"][f"encoder.{k}"])
+               for k in frozen)  # the encoder was held for the first epoch
+    assert not torch.equal(tuned["state_dict"]["classifier.weight"],
+                           model.state_dict()["classifier.weight"])  # the head learnt
+    assert tuned["fine_tuned_from"]["run_hash"] == start["run_hash"]
+    assert "Fine-tuned from:" in _fine_tuning(tuned) and "1BXN, 4V94" in _fine_tuning(tuned)
+    with pytest.raises(InputError, match="is a dsmnet, not a dsmnet_small"):
+        load_initial_weights(build_model("dsmnet_small", 3), str(tiny_checkpoint),
+                             "dsmnet_small", classes, str(tmp_path / "ds"))

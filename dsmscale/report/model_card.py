@@ -21,7 +21,7 @@ def model_card(name: str, target: Path, ckpt: dict, metrics: dict[str, dict], da
     test ``metrics`` per dataset."""
     cfg = ckpt["config"]
     box, voxel_a = model_grid(ckpt)
-    distilled = _distillation(cfg, ckpt.get("teacher_run_hash"))
+    distilled = _distillation(cfg, ckpt.get("teacher_run_hash")) + _fine_tuning(ckpt)
     rows = "\n".join(
         f"| {dataset} (SNR {data_info.get('snr_measured', {}).get(dataset, float('nan')):.3f}) | "
         f"{m['n']} | {_pct(m['obj_acc'])} | {_pct(m['pix_acc'])} | {_pct(m['miou'])} | "
@@ -98,6 +98,18 @@ def _distillation(cfg: dict, teacher_run: str | None) -> str:
     return (f"- **Distilled from:** `{cfg['teacher']}`{when}{run} — "
             f"classification {loss}, soft segmentation and recovery; "
             f"{cfg['hard_weight']:g} of the loss from the true targets.\n")
+
+
+def _fine_tuning(ckpt: dict) -> str:
+    """The model card's fine-tuning line (empty for a model trained from scratch)."""
+    start = ckpt.get("fine_tuned_from")
+    if not start:
+        return ""
+    kept = ", ".join(start["classes_kept"]) or "none"
+    frozen = ckpt["config"].get("freeze_encoder_epochs", 0)
+    return (f"- **Fine-tuned from:** `{start['name']}` (`{start['checkpoint']}`, run "
+            f"`{start['run_hash']}`); classifier rows kept for: {kept}"
+            f"{f'; encoder frozen for the first {frozen} epochs' if frozen else ''}.\n")
 
 
 def _pct(value) -> str:

@@ -64,6 +64,12 @@ class TrainConfig(JobConfig):
     seed: int = Field(0, description="random seed: initial weights, batch order, augmentation")
     limit_train: int | None = Field(None, ge=1, description="use only the first N train boxes")
     limit_val: int | None = Field(None, ge=1, description="use only N validation boxes")
+    init: str | None = Field(
+        None, description="fine-tune: start from this checkpoint ('default', 'student' or a "
+        "path; same model), with a classification head for the dataset's classes (rows of "
+        "classes it knows copied); set a lower lr, e.g. 1e-4")
+    freeze_encoder_epochs: int = Field(0, ge=0, description="fine-tune: epochs at the start "
+                                       "in which the encoder is not trained")
     teacher: str | None = Field(None, description="checkpoint to distil from (soft targets)")
     distill_loss: Literal["mse", "kl"] = Field(
         "mse", description="classification: MSE on logits (Guo et al.) or temperature-scaled KL")
@@ -85,6 +91,8 @@ class TrainConfig(JobConfig):
             exclude.add("batch_norm")
         if self.monitor == "val_loss":  # runs made before the option existed stay valid
             exclude.add("monitor")
+        if self.init is None:  # hashes of runs made before fine-tuning existed stay valid
+            exclude |= {"init", "freeze_encoder_epochs"}
         if self.teacher is None:  # hashes of runs made before distillation existed stay valid
             exclude |= {"teacher", "distill_loss", "temperature", "hard_weight"}
         if self.schedule == "constant":

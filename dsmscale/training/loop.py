@@ -42,6 +42,7 @@ from dsmscale.training.augment import WEDGE_ROTATIONS, rotate_boxes_180
 from dsmscale.training.batchnorm import recalibrate_batch_norm
 from dsmscale.training.config import TrainConfig
 from dsmscale.training.data import TrainingData, load_training_data
+from dsmscale.training.init import load_initial_weights, set_encoder_trainable
 from dsmscale.training.losses import loss_terms
 from dsmscale.training.step import TrainStep
 
@@ -111,6 +112,7 @@ class Run:
     step: TrainStep
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     teacher_run: str | None
+    init: dict | None
     precision: str
     threads: int
 
@@ -142,6 +144,8 @@ def _prepare(config: TrainConfig) -> Run:
     val_data = load_training_data(config.dataset, "val", classes, config.limit_val)
     grid = dataset_grid(config.dataset)
     model = build_model(config.model, len(classes), config.batch_norm)
+    init = (None if config.init is None else
+            load_initial_weights(model, config.init, config.model, classes, config.dataset))
     teacher, teacher_run = _teacher(config, classes)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +158,7 @@ def _prepare(config: TrainConfig) -> Run:
         steps_per_epoch=math.ceil(len(train_data) / config.batch_size)
     ) if config.schedule == "onecycle" else None
     return Run(config, out, classes, grid, train_data, val_data, step, scheduler, teacher_run,
-               precision, threads)
+               init, precision, threads)
 
 
 def _resume(run: Run) -> Progress:
@@ -166,6 +170,9 @@ def _resume(run: Run) -> Progress:
     ckpt = load_checkpoint(last, resume=True)
     if ckpt["run_hash"] != config.run_hash():
         raise InputError(last, "belongs to a different run config (use another output)")
+    started = (run.init or {}).get("run_hash")
+    if (ckpt.get("fine_tuned_from") or {}).get("run_hash") != started:
+        raise InputError(last, "was fine-tuned from another checkpoint (use another output)")
     if ckpt.get("teacher_run_hash") != run.teacher_run:  # e.g. 'default' now names another model
         raise InputError(last, f"was distilled from teacher run {ckpt.get('teacher_run_hash')}"
                          f", not {run.teacher_run} (use another output)")
@@ -213,6 +220,7 @@ def _checkpoint(run: Run, progress: Progress) -> dict:
         "scheduler": run.scheduler.state_dict() if run.scheduler else None,
         "torch_rng": torch.get_rng_state(),
         "teacher_run_hash": run.teacher_run,  # which model 'default' or a teacher path was
+        "fine_tuned_from": run.init,  # the checkpoint the weights started from
     }
 
 
@@ -244,6 +252,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     boxes_per_pass = min(config.micro_batch, config.batch_size)
     while state.epoch < config.max_epochs and state.stale < config.patience:
         start = time.perf_counter()
+        if config.init is not None:
+            set_encoder_trainable(run.step.model, state.epoch >= config.freeze_encoder_epochs)
         entry = {"epoch": state.epoch + 1, **_train_epoch(run, state, progress)}
         recalibrate_batch_norm(run.step, run.train_data, batch_size=boxes_per_pass,
                                seed=state.epoch)
