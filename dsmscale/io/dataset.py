@@ -141,7 +141,7 @@ def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list
         labels=rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy().astype(np.int64),
         masks=boxes["mask"], densities=boxes["density"] / np.float32(density_scale),
         table=rows.reset_index(drop=True),
-        has_targets=(rows["has_targets"].to_numpy(bool) if "has_targets" in rows.columns
+        has_targets=(np.array(rows["has_targets"], dtype=bool) if "has_targets" in rows.columns
                      else np.ones(len(rows), bool)))
 
 

@@ -38,8 +38,13 @@ class TiltGeometry:
 
     @classmethod
     def symmetric(cls, shape, max_angle: float = 60.0, step: float = 2.0) -> TiltGeometry:
-        n = int(round(2 * max_angle / step)) + 1
-        return cls(tuple(int(s) for s in shape), tuple(np.linspace(-max_angle, max_angle, n)))
+        return cls.from_range(shape, -max_angle, max_angle, step)
+
+    @classmethod
+    def from_range(cls, shape, min_angle: float, max_angle: float, step: float) -> TiltGeometry:
+        """Tilts from ``min_angle`` to ``max_angle`` (deg, e.g. −50° to +70°) in ``step``s."""
+        n = int(round((max_angle - min_angle) / step)) + 1
+        return cls(tuple(int(s) for s in shape), tuple(np.linspace(min_angle, max_angle, n)))
 
 
 @lru_cache(maxsize=4)

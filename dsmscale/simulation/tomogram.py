@@ -33,6 +33,8 @@ class TomogramConfig(JobConfig):
     copies_per_class: int = Field(220, ge=1, description="molecules per class (before jamming)")
     structures_dir: str | None = Field(None, description="default: shared/structures")
     tilt_max_deg: float = Field(60.0, gt=0, le=90)
+    tilt_min_deg: float | None = Field(None, ge=-90, lt=0, description="lowest tilt (deg); "
+                                       "default −tilt_max_deg (symmetric)")
     tilt_step_deg: float = Field(2.0, gt=0)
     voltage_kv: float = 300.0
     cs_mm: float = 2.0
@@ -109,7 +111,9 @@ def simulate_tomogram(
     placement = place_crowded(config.shape_zyx, radii,
                               np.full(len(templates), config.copies_per_class), rng)
     density = render_volume(config.shape_zyx, templates, placement)
-    geometry = TiltGeometry.symmetric(config.shape_zyx, config.tilt_max_deg, config.tilt_step_deg)
+    low = -config.tilt_max_deg if config.tilt_min_deg is None else config.tilt_min_deg
+    geometry = TiltGeometry.from_range(config.shape_zyx, low, config.tilt_max_deg,
+                                       config.tilt_step_deg)
     defocus = config.defocus_um + rng.uniform(-1, 1) * config.defocus_jitter_um
     image_shape = (config.shape_zyx[1], geometry.detector_width)
     k2, nyq = frequency_grid_2d(image_shape, config.voxel_size_a)

@@ -58,7 +58,7 @@ def validate(step: TrainStep, data: TrainingData, batch_size: int) -> dict[str, 
         out = step.run(x)
         for k, v in loss_terms(out, target, step.weights).items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(x)
-        if "logits" in out:
+        if "logits" in out:  # label −1 (a class not trained) is never right
             correct += int((out["logits"].argmax(1) == target["label"]).sum())
         if "seg" in out:  # boxes whose mask is known
             known = target["has_targets"].cpu().numpy()

@@ -34,8 +34,10 @@ def loss_terms(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
     recovery are means over the boxes whose targets are known (``target["has_targets"]``; all
     when absent): a box of a class without a template teaches only its class."""
     terms = {}
-    if "logits" in out:
-        terms["cls"] = weights[0] * F.cross_entropy(out["logits"].float(), target["label"])
+    if "logits" in out:  # label −1: a class the model does not learn (none in its training split)
+        per_box = F.cross_entropy(out["logits"].float(), target["label"], ignore_index=-1,
+                                  reduction="none")
+        terms["cls"] = weights[0] * _known_mean(per_box, target["label"] >= 0)
     known = target.get("has_targets")
     if "seg" in out:
         per_box = F.cross_entropy(out["seg"].float(), target["mask"], reduction="none")
@@ -47,10 +49,10 @@ def loss_terms(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
     return terms
 
 
-def _known_mean(per_voxel: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
-    """Mean of a per-voxel loss over the boxes with known targets (0, still in the graph, when
-    there is none)."""
+def _known_mean(per_item: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
+    """Mean of a per-box (or per-voxel) loss over the boxes with known targets (0, still in the
+    graph, when there is none)."""
     if known is None or bool(known.all()):
-        return per_voxel.mean()
-    per_box = per_voxel.flatten(1).mean(1)
+        return per_item.mean()
+    per_box = per_item.flatten(1).mean(1) if per_item.dim() > 1 else per_item
     return (per_box * known).sum() / known.sum().clamp(min=1)
