@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=FOREIGN.copies_per_class)
     parser.add_argument("--max-epochs", type=int, default=None, help="cap (a smoke run)")
     args = parser.parse_args()
-    start = time.perf_counter()
+    start, commit = time.perf_counter(), git_commit()  # the code this run trains with
     foreign = FOREIGN.model_copy(update={"shape_zyx": tuple(args.shape),
                                          "copies_per_class": args.copies})
     full = dataset(args.workdir, args.tomograms, foreign)
@@ -155,7 +155,7 @@ def main() -> None:
                         f"{kind}_epochs_{n}": run["epochs"]}
             print(f"{kind} {n}/class: acc {run['obj_acc']:.3f} miou {run['miou']:.3f} "
                   f"({run['epochs']} epochs, {run['train_s']:.0f} s)", flush=True)
-    figures |= {"wall_s": time.perf_counter() - start, "commit": git_commit(),
+    figures |= {"wall_s": time.perf_counter() - start, "commit": commit,
                 "command": "python jobs/bench_finetune.py " + " ".join(sys.argv[1:]),
                 "machine": f"{platform.processor() or platform.machine()}, 2 cores",
                 "data": f"{args.tomograms} tomograms {foreign.shape_zyx} at "

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dsmscale.training.data import TrainingData
+from dsmscale.training.data import StreamedData, TrainingData
 from dsmscale.training.step import TrainStep
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(step: TrainStep, data: TrainingData, n: int = 512, batch_size: int = 64,
+def recalibrate_batch_norm(step: TrainStep, data: TrainingData | StreamedData, n: int = 512,
+                           batch_size: int = 64,
                            seed: int = 0) -> None:
     """Recompute BatchNorm running statistics exactly over ``n`` training boxes ("precise BN").
 
@@ -26,10 +27,13 @@ def recalibrate_batch_norm(step: TrainStep, data: TrainingData, n: int = 512, ba
         m.reset_running_stats()
         m.momentum = None  # cumulative average
         m.train()
-    idx = torch.from_numpy(np.random.default_rng(seed).permutation(len(data))[:n])
-    for start in range(0, len(idx), batch_size):
-        x, _ = step.prepare(*data.batch(idx[start:start + batch_size]))
+    left = n
+    for x, _ in data.shuffled(np.random.default_rng(seed), batch_size):
+        x, _target = step.prepare(x[:left], {})
         step.run(x)
+        left -= len(x)
+        if left <= 0:
+            break
     for m in norms:
         m.momentum = 0.1
     step.model.eval()

@@ -64,6 +64,10 @@ class TrainConfig(JobConfig):
     seed: int = Field(0, description="random seed: initial weights, batch order, augmentation")
     limit_train: int | None = Field(None, ge=1, description="use only the first N train boxes")
     limit_val: int | None = Field(None, ge=1, description="use only N validation boxes")
+    stream: bool | None = Field(
+        None, description="stream the splits from the dataset's arrays in shuffled chunk "
+        "blocks (bounded memory) instead of loading them; default: when a split would take "
+        "more than 8 GB in memory")
     init: str | None = Field(
         None, description="fine-tune: start from this checkpoint ('default', 'student' or a "
         "path; same model), with a classification head for the dataset's classes (rows of "
@@ -91,6 +95,8 @@ class TrainConfig(JobConfig):
             exclude.add("batch_norm")
         if self.monitor == "val_loss":  # runs made before the option existed stay valid
             exclude.add("monitor")
+        if self.stream is None:  # decided by the dataset's size alone
+            exclude.add("stream")
         if self.init is None:  # hashes of runs made before fine-tuning existed stay valid
             exclude |= {"init", "freeze_encoder_epochs"}
         if self.teacher is None:  # hashes of runs made before distillation existed stay valid

@@ -1,22 +1,41 @@
-"""A dataset split as tensors for training (`dsmscale.io.dataset.load_split` read it)."""
+"""A dataset split as training batches: held in memory (`TrainingData`), or streamed from the
+dataset's Zarr arrays (`StreamedData`) when it is too large for that.
+
+Both give the loop the same three things: ``len``, ``shuffled(rng, batch_size)`` (an epoch's
+batches in a random order) and ``in_order(batch_size)`` (validation). A batch is ``x`` (n, 1, B,
+B, B) boxes normalised per box and ``target``: ``label`` (n,) int64 (−1: a class the model does
+not learn), ``mask`` (n, B, B, B) int64, ``density`` (n, 1, B, B, B) scaled, ``has_targets``
+(n,) bool.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from dsmscale.io.dataset import load_split
+from dsmscale.geometry import normalise_boxes
+from dsmscale.io.dataset import DENSITY_SCALE, load_split, open_dataset_array, read_dataset_table
+
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
+#: In-memory size of one 40³ box with its mask and density (float32, uint8, float32).
+BYTES_PER_VOXEL = 9
+#: Above this many bytes in memory a split is streamed (``TrainConfig.stream`` unset): a fixed
+#: size, so the choice depends on the dataset alone, never on the machine.
+STREAM_ABOVE_BYTES = 8 * 2**30
 
 
 @dataclass
 class TrainingData:
-    """One split in memory as tensors: x (n, 1, B, B, B) normalised boxes, label (n,) int64,
-    mask (n, B, B, B) int64 (0 background, 1 target), density (n, 1, B, B, B) scaled,
-    has_targets (n,) bool (mask and density known), and the table's rows."""
+    """One split in memory: x (n, 1, B, B, B) normalised boxes, label (n,) int64, mask
+    (n, B, B, B) uint8 (0 background, 1 target), density (n, 1, B, B, B) scaled, has_targets
+    (n,) bool (mask and density known), and the table's rows."""
 
     x: torch.Tensor
     label: torch.Tensor
@@ -28,17 +47,117 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.label)
 
-    def batch(self, idx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.x[idx], {"label": self.label[idx], "mask": self.mask[idx],
+    def batch(self, idx) -> Batch:
+        return self.x[idx], {"label": self.label[idx], "mask": self.mask[idx].long(),
                              "density": self.density[idx], "has_targets": self.has_targets[idx]}
+
+    def shuffled(self, rng: np.random.Generator, batch_size: int) -> Iterator[Batch]:
+        order = torch.from_numpy(rng.permutation(len(self)))
+        for start in range(0, len(self), batch_size):
+            yield self.batch(order[start:start + batch_size])
+
+    def in_order(self, batch_size: int) -> Iterator[Batch]:
+        for start in range(0, len(self), batch_size):
+            yield self.batch(slice(start, start + batch_size))
 
 
 def load_training_data(dataset: str | os.PathLike, split: str, classes: list[str],
-                       limit: int | None = None) -> TrainingData:
-    """The rows of ``split`` as tensors (a seeded random subset of ``limit`` rows if given)."""
-    rows = load_split(dataset, split, classes, limit)
-    return TrainingData(x=torch.from_numpy(rows.boxes[:, None]),
-                        label=torch.from_numpy(rows.labels),
-                        mask=torch.from_numpy(rows.masks.astype(np.int64)),
-                        density=torch.from_numpy(rows.densities[:, None]),
-                        has_targets=torch.from_numpy(rows.has_targets), table=rows.table)
+                       limit: int | None = None, stream: bool | None = None,
+                       ) -> TrainingData | StreamedData:
+    """The rows of ``split``: in memory, or streamed when ``stream`` (None: when they would take
+    more than `STREAM_ABOVE_BYTES`); a seeded random subset of ``limit`` rows if given."""
+    rows = split_rows(dataset, split, limit)
+    box = open_dataset_array(dataset, "subtomograms").shape[-1]
+    if stream or (stream is None and len(rows) * box**3 * BYTES_PER_VOXEL > STREAM_ABOVE_BYTES):
+        return StreamedData(Path(dataset), rows, classes)
+    data = load_split(dataset, split, classes, limit)
+    return TrainingData(x=torch.from_numpy(data.boxes[:, None]),
+                        label=torch.from_numpy(data.labels), mask=torch.from_numpy(data.masks),
+                        density=torch.from_numpy(data.densities[:, None]),
+                        has_targets=torch.from_numpy(data.has_targets), table=data.table)
+
+
+def split_rows(dataset: str | os.PathLike, split: str, limit: int | None) -> pd.DataFrame:
+    """The table's rows of ``split`` in box order (a seeded subset of ``limit`` rows)."""
+    table = read_dataset_table(dataset)
+    rows = table[table["split"] == split]
+    if limit is not None and limit < len(rows):
+        rows = rows.sample(n=limit, random_state=0)
+    return rows.sort_values("index").reset_index(drop=True)
+
+
+class StreamedData:
+    """A split streamed from the dataset's arrays: an epoch reads blocks of whole Zarr chunks
+    (about `BLOCK_BYTES` each) in a random order, the next block read in a background thread
+    while the current one trains, and shuffles the split's boxes within each block. Memory: two
+    blocks, whatever the size of the split."""
+
+    BLOCK_BYTES = 256 * 2**20
+
+    def __init__(self, dataset: Path, rows: pd.DataFrame, classes: list[str]):
+        self.dataset, self.table = dataset, rows
+        self.arrays = {name: open_dataset_array(dataset, name)
+                       for name in ("subtomograms", "mask", "density")}
+        lookup = {c: i for i, c in enumerate(classes)}
+        self.index = rows["index"].to_numpy(np.int64)
+        self.labels = rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy(np.int64)
+        self.known = (rows["has_targets"].to_numpy(bool) if "has_targets" in rows.columns
+                      else np.ones(len(rows), bool))
+        chunk, box = self.arrays["subtomograms"].chunks[0], self.arrays["subtomograms"].shape[-1]
+        self.chunk_of = self.index // chunk
+        self.chunks_per_block = max(1, self.BLOCK_BYTES // (chunk * box**3 * BYTES_PER_VOXEL))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def blocks(self, rng: np.random.Generator | None) -> list[np.ndarray]:
+        """Positions (into the split's rows) of each block: its chunks' rows; blocks in a random
+        order with ``rng``, else in box order."""
+        chunks = np.unique(self.chunk_of)
+        if rng is not None:
+            chunks = rng.permutation(chunks)
+        groups = [chunks[i:i + self.chunks_per_block]
+                  for i in range(0, len(chunks), self.chunks_per_block)]
+        return [np.flatnonzero(np.isin(self.chunk_of, group)) for group in groups]
+
+    def read(self, positions: np.ndarray) -> Batch:
+        """The rows at ``positions`` (sorted) as one batch, read chunk-aligned."""
+        index = self.index[positions]
+        boxes = self.arrays["subtomograms"].get_orthogonal_selection((index,))
+        mask = self.arrays["mask"].get_orthogonal_selection((index,))
+        density = self.arrays["density"].get_orthogonal_selection((index,))
+        x = torch.from_numpy(normalise_boxes(boxes.astype(np.float32))[:, None])
+        return x, {"label": torch.from_numpy(self.labels[positions]),
+                   "mask": torch.from_numpy(mask.astype(np.int64)),
+                   "density": torch.from_numpy((density / np.float32(DENSITY_SCALE))[:, None]),
+                   "has_targets": torch.from_numpy(self.known[positions])}
+
+    def _stream(self, blocks: list[np.ndarray], rng: np.random.Generator | None,
+                batch_size: int) -> Iterator[Batch]:
+        """Batches of ``batch_size`` from the blocks, each block's rows shuffled with ``rng``;
+        the next block is read while the current one is used."""
+        carry: Batch | None = None
+        with ThreadPoolExecutor(1) as reader:
+            pending = reader.submit(self.read, blocks[0]) if blocks else None
+            for k in range(len(blocks)):
+                x, target = pending.result()
+                pending = reader.submit(self.read, blocks[k + 1]) if k + 1 < len(blocks) else None
+                order = torch.from_numpy(rng.permutation(len(x))) if rng is not None else None
+                if order is not None:
+                    x, target = x[order], {name: v[order] for name, v in target.items()}
+                if carry is not None:
+                    x = torch.cat([carry[0], x])
+                    target = {name: torch.cat([carry[1][name], v]) for name, v in target.items()}
+                whole = len(x) // batch_size * batch_size
+                for start in range(0, whole, batch_size):
+                    yield x[start:start + batch_size], {
+                        name: v[start:start + batch_size] for name, v in target.items()}
+                carry = (x[whole:], {name: v[whole:] for name, v in target.items()})
+        if carry is not None and len(carry[0]):
+            yield carry
+
+    def shuffled(self, rng: np.random.Generator, batch_size: int) -> Iterator[Batch]:
+        return self._stream(self.blocks(rng), rng, batch_size)
+
+    def in_order(self, batch_size: int) -> Iterator[Batch]:
+        return self._stream(self.blocks(None), None, batch_size)

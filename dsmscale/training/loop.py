@@ -41,20 +41,21 @@ from dsmscale.models import build_model
 from dsmscale.training.augment import WEDGE_ROTATIONS, rotate_boxes_180
 from dsmscale.training.batchnorm import recalibrate_batch_norm
 from dsmscale.training.config import TrainConfig
-from dsmscale.training.data import TrainingData, load_training_data
+from dsmscale.training.data import StreamedData, TrainingData, load_training_data
 from dsmscale.training.init import load_initial_weights, set_encoder_trainable
 from dsmscale.training.losses import loss_terms
 from dsmscale.training.step import TrainStep
 
 
 @torch.inference_mode()
-def validate(step: TrainStep, data: TrainingData, batch_size: int) -> dict[str, float]:
+def validate(step: TrainStep, data: TrainingData | StreamedData,
+             batch_size: int) -> dict[str, float]:
     """Mean loss terms, object accuracy and mIoU on a split."""
     step.model.eval()
     sums: dict[str, float] = {}
     correct, counts = 0, np.zeros((2, 3), np.int64)
-    for start in range(0, len(data), batch_size):
-        x, target = step.prepare(*data.batch(slice(start, start + batch_size)))
+    for batch in data.in_order(batch_size):
+        x, target = step.prepare(*batch)
         out = step.run(x)
         for k, v in loss_terms(out, target, step.weights).items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(x)
@@ -107,8 +108,8 @@ class Run:
     out: Path
     classes: list[str]
     grid: tuple[int, float]
-    train_data: TrainingData
-    val_data: TrainingData
+    train_data: TrainingData | StreamedData
+    val_data: TrainingData | StreamedData
     step: TrainStep
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     teacher_run: str | None
@@ -140,8 +141,10 @@ def _prepare(config: TrainConfig) -> Run:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(config.precision, device)
     classes = dataset_classes(config.dataset)
-    train_data = load_training_data(config.dataset, "train", classes, config.limit_train)
-    val_data = load_training_data(config.dataset, "val", classes, config.limit_val)
+    train_data = load_training_data(config.dataset, "train", classes, config.limit_train,
+                                    config.stream)
+    val_data = load_training_data(config.dataset, "val", classes, config.limit_val,
+                                  config.stream)
     grid = dataset_grid(config.dataset)
     model = build_model(config.model, len(classes), config.batch_norm)
     init = (None if config.init is None else
@@ -190,21 +193,19 @@ def _resume(run: Run) -> Progress:
 def _train_epoch(run: Run, progress: Progress, show: bool) -> dict[str, float]:
     """One pass over the training split in a shuffled order; the mean loss terms."""
     config, data = run.config, run.train_data
-    order = torch.from_numpy(progress.rng.permutation(len(data)))
     sums: dict[str, float] = {}
-    bar = tqdm(range(math.ceil(len(data) / config.batch_size)), disable=not show, leave=False,
+    bar = tqdm(data.shuffled(progress.rng, config.batch_size), disable=not show, leave=False,
+               total=math.ceil(len(data) / config.batch_size),
                desc=f"{config.model} epoch {progress.epoch + 1}", unit="batch")
-    for b in bar:
-        idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-        x, target = data.batch(idx)
+    for x, target in bar:
         if config.augment:
             x, target = rotate_boxes_180(
-                x, target, progress.rng.integers(0, len(WEDGE_ROTATIONS), len(idx)))
+                x, target, progress.rng.integers(0, len(WEDGE_ROTATIONS), len(x)))
         terms = run.step(x, target)
         if run.scheduler:
             run.scheduler.step()
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v * len(idx)
+            sums[k] = sums.get(k, 0.0) + v * len(x)
         bar.set_postfix(loss=f"{terms['total']:.4f}")
     return {f"train_{k}": v / len(data) for k, v in sums.items()}
 
