@@ -296,6 +296,7 @@ def _train_arguments(p: argparse.ArgumentParser, c) -> None:
     _flag(p, c, "lr", type=float, help="Adam learning rate")
     _flag(p, c, "init")
     _flag(p, c, "freeze_encoder_epochs", type=int)
+    _flag(p, c, "stream", action="store_true")
 
 
 def _distill_arguments(p: argparse.ArgumentParser, c) -> None:

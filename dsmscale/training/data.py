@@ -121,43 +121,59 @@ class StreamedData:
         return [np.flatnonzero(np.isin(self.chunk_of, group)) for group in groups]
 
     def read(self, positions: np.ndarray) -> Batch:
-        """The rows at ``positions`` (sorted) as one batch, read chunk-aligned."""
+        """The rows at ``positions`` (sorted) as one batch, read chunk-aligned; the mask stays
+        uint8 here (batches make it int64), and boxes and densities are scaled in place."""
         index = self.index[positions]
         boxes = self.arrays["subtomograms"].get_orthogonal_selection((index,))
-        mask = self.arrays["mask"].get_orthogonal_selection((index,))
         density = self.arrays["density"].get_orthogonal_selection((index,))
-        x = torch.from_numpy(normalise_boxes(boxes.astype(np.float32))[:, None])
-        return x, {"label": torch.from_numpy(self.labels[positions]),
-                   "mask": torch.from_numpy(mask.astype(np.int64)),
-                   "density": torch.from_numpy((density / np.float32(DENSITY_SCALE))[:, None]),
-                   "has_targets": torch.from_numpy(self.known[positions])}
+        density /= np.float32(DENSITY_SCALE)
+        return torch.from_numpy(normalise_boxes(boxes.astype(np.float32, copy=False))[:, None]), {
+            "label": torch.from_numpy(self.labels[positions]),
+            "mask": torch.from_numpy(self.arrays["mask"].get_orthogonal_selection((index,))),
+            "density": torch.from_numpy(density[:, None]),
+            "has_targets": torch.from_numpy(self.known[positions])}
 
     def _stream(self, blocks: list[np.ndarray], rng: np.random.Generator | None,
                 batch_size: int) -> Iterator[Batch]:
-        """Batches of ``batch_size`` from the blocks, each block's rows shuffled with ``rng``;
-        the next block is read while the current one is used."""
-        carry: Batch | None = None
+        """Batches of ``batch_size`` from the blocks, each block's rows shuffled with ``rng``
+        (a block's last rows join the next block's first batch); the next block is read while
+        the current one is used."""
+        carry: list[Batch] = []
         with ThreadPoolExecutor(1) as reader:
             pending = reader.submit(self.read, blocks[0]) if blocks else None
             for k in range(len(blocks)):
-                x, target = pending.result()
+                block = pending.result()
                 pending = reader.submit(self.read, blocks[k + 1]) if k + 1 < len(blocks) else None
-                order = torch.from_numpy(rng.permutation(len(x))) if rng is not None else None
-                if order is not None:
-                    x, target = x[order], {name: v[order] for name, v in target.items()}
-                if carry is not None:
-                    x = torch.cat([carry[0], x])
-                    target = {name: torch.cat([carry[1][name], v]) for name, v in target.items()}
-                whole = len(x) // batch_size * batch_size
-                for start in range(0, whole, batch_size):
-                    yield x[start:start + batch_size], {
-                        name: v[start:start + batch_size] for name, v in target.items()}
-                carry = (x[whole:], {name: v[whole:] for name, v in target.items()})
-        if carry is not None and len(carry[0]):
-            yield carry
+                order = (rng.permutation(len(block[0])) if rng is not None
+                         else np.arange(len(block[0])))
+                for start in range(0, len(order), batch_size):
+                    carry.append(_take(block, torch.from_numpy(order[start:start + batch_size])))
+                    if sum(len(x) for x, _ in carry) >= batch_size:
+                        yield _joined(carry, batch_size)
+                del block
+        while carry:
+            yield _joined(carry, batch_size)
 
     def shuffled(self, rng: np.random.Generator, batch_size: int) -> Iterator[Batch]:
         return self._stream(self.blocks(rng), rng, batch_size)
 
     def in_order(self, batch_size: int) -> Iterator[Batch]:
         return self._stream(self.blocks(None), None, batch_size)
+
+
+def _take(batch: Batch, rows: torch.Tensor) -> Batch:
+    """Rows of a batch (copies: a block is freed once its rows are taken)."""
+    x, target = batch
+    return x[rows], {name: value[rows] for name, value in target.items()}
+
+
+def _joined(parts: list[Batch], batch_size: int) -> Batch:
+    """Up to ``batch_size`` rows from the front of ``parts`` as one batch (mask as int64); the
+    rows left over stay in ``parts`` (emptied and refilled)."""
+    x = torch.cat([p[0] for p in parts])
+    target = {name: torch.cat([p[1][name] for p in parts]) for name in parts[0][1]}
+    parts.clear()
+    if len(x) > batch_size:
+        parts.append((x[batch_size:], {n: v[batch_size:] for n, v in target.items()}))
+        x, target = x[:batch_size], {n: v[:batch_size] for n, v in target.items()}
+    return x, target | {"mask": target["mask"].long()}
