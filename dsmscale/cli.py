@@ -297,6 +297,8 @@ def _train_arguments(p: argparse.ArgumentParser, c) -> None:
     _flag(p, c, "init")
     _flag(p, c, "freeze_encoder_epochs", type=int)
     _flag(p, c, "stream", action="store_true")
+    _flag(p, c, "workers", type=int)
+    _flag(p, c, "use_gpu", action="store_true")
 
 
 def _distill_arguments(p: argparse.ArgumentParser, c) -> None:

@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dsmscale.config import JobConfig
 from dsmscale.hardware import Precision, default_micro_batch
@@ -68,6 +68,9 @@ class TrainConfig(JobConfig):
         None, description="stream the splits from the dataset's arrays in shuffled chunk "
         "blocks (bounded memory) instead of loading them; default: when a split would take "
         "more than 8 GB in memory")
+    workers: int = Field(1, ge=1, description="data-parallel workers on Ray Train (DDP; gloo "
+                         "on CPUs); 1 trains in this process")
+    use_gpu: bool | None = Field(None, description="with workers: one GPU per worker")
     init: str | None = Field(
         None, description="fine-tune: start from this checkpoint ('default', 'student' or a "
         "path; same model), with a classification head for the dataset's classes (rows of "
@@ -82,6 +85,13 @@ class TrainConfig(JobConfig):
         0.5, ge=0, le=1, description="with a teacher: share of the loss from the true labels, "
         "masks and densities (Hinton et al. 2015); the rest from the teacher's outputs")
 
+    @model_validator(mode="after")
+    def _no_frozen_encoder_across_workers(self):
+        if self.workers > 1 and self.freeze_encoder_epochs:
+            raise ValueError("freeze_encoder_epochs works in one process only (DDP keeps every "
+                             "weight trainable): use workers 1")
+        return self
+
     def run_hash(self) -> str:
         """Identity of the run: everything that changes its trajectory. The output folder,
         threads, patience and (with a constant schedule) the epoch cap do not, so a run can be
@@ -95,6 +105,7 @@ class TrainConfig(JobConfig):
             exclude.add("batch_norm")
         if self.monitor == "val_loss":  # runs made before the option existed stay valid
             exclude.add("monitor")
+        exclude |= {"workers", "use_gpu"}  # the same run, on one process or several
         if self.stream is None:  # decided by the dataset's size alone
             exclude.add("stream")
         if self.init is None:  # hashes of runs made before fine-tuning existed stay valid

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +118,12 @@ class Run:
     init: dict | None
     precision: str
     threads: int
+    shard: tuple[int, int] = (0, 1)  # (this worker, workers) of a Ray Train run
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run folder (worker 0, or the only one)."""
+        return self.shard[0] == 0
 
 
 def _teacher(config: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module | None, str | None]:
@@ -133,12 +141,12 @@ def _teacher(config: TrainConfig, classes: list[str]) -> tuple[torch.nn.Module |
     return model_from_checkpoint(ckpt, path), ckpt.get("run_hash")
 
 
-def _prepare(config: TrainConfig) -> Run:
+def _prepare(config: TrainConfig, device: torch.device | None = None, wrap=None) -> Run:
     """Data, model, optimiser and schedule; the run folder is made only once the inputs are
-    known to be usable."""
+    known to be usable. ``wrap``: what the model runs as (Ray Train's DDP wrapper)."""
     threads = configure_threads(config.threads)
     torch.manual_seed(config.seed)  # before the model is built: it fixes the initial weights
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(config.precision, device)
     classes = dataset_classes(config.dataset)
     train_data = load_training_data(config.dataset, "train", classes, config.limit_train,
@@ -155,7 +163,7 @@ def _prepare(config: TrainConfig) -> Run:
     step = TrainStep(model, precision, config.channels_last, config.lr, config.betas,
                      config.loss_weights, device=device, teacher=teacher,
                      distill_loss=config.distill_loss, temperature=config.temperature,
-                     hard_weight=config.hard_weight, micro_batch=config.micro_batch)
+                     hard_weight=config.hard_weight, micro_batch=config.micro_batch, wrap=wrap)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         step.optimizer, max_lr=config.lr, epochs=config.max_epochs,
         steps_per_epoch=math.ceil(len(train_data) / config.batch_size)
@@ -191,9 +199,11 @@ def _resume(run: Run) -> Progress:
 
 
 def _train_epoch(run: Run, progress: Progress, show: bool) -> dict[str, float]:
-    """One pass over the training split in a shuffled order; the mean loss terms."""
+    """One pass over the training split in a shuffled order; the mean loss terms (of this
+    worker's rows, on Ray Train)."""
     config, data = run.config, run.train_data
     sums: dict[str, float] = {}
+    seen = 0
     bar = tqdm(data.shuffled(progress.rng, config.batch_size), disable=not show, leave=False,
                total=math.ceil(len(data) / config.batch_size),
                desc=f"{config.model} epoch {progress.epoch + 1}", unit="batch")
@@ -201,13 +211,16 @@ def _train_epoch(run: Run, progress: Progress, show: bool) -> dict[str, float]:
         if config.augment:
             x, target = rotate_boxes_180(
                 x, target, progress.rng.integers(0, len(WEDGE_ROTATIONS), len(x)))
+        rank, workers = run.shard  # a worker trains on its rows of the batch; DDP averages
+        x, target = x[rank::workers], {k: v[rank::workers] for k, v in target.items()}
         terms = run.step(x, target)
         if run.scheduler:
             run.scheduler.step()
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v * len(x)
+        seen += len(x)
         bar.set_postfix(loss=f"{terms['total']:.4f}")
-    return {f"train_{k}": v / len(data) for k, v in sums.items()}
+    return {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
 
 
 def _checkpoint(run: Run, progress: Progress) -> dict:
@@ -232,6 +245,8 @@ def _end_epoch(run: Run, progress: Progress, entry: dict, show: bool) -> None:
     improved = value < progress.best
     progress.best, progress.stale = (value, 0) if improved else (progress.best,
                                                                  progress.stale + 1)
+    if not run.writes:
+        return
     ckpt = _checkpoint(run, progress)
     if improved:
         save_checkpoint(ckpt, run.out / "best.pt")
@@ -243,30 +258,53 @@ def _end_epoch(run: Run, progress: Progress, entry: dict, show: bool) -> None:
         tqdm.write(f"epoch {progress.epoch + 1}: {shown} ({entry['epoch_s']:.0f} s)")
 
 
-def train(config: TrainConfig, progress: bool = True) -> dict:
-    """Train (or resume) a run; returns its history, the best checkpoint's path, the epochs
-    trained, and whether it stopped early or finished."""
-    run = _prepare(config)
+def train(config: TrainConfig, progress: bool = True, shard: tuple[int, int] = (0, 1),
+          device: torch.device | None = None, wrap=None, report=None) -> dict:
+    """Train (or resume) a run in this process; returns its history, the best checkpoint's
+    path, the epochs trained, and whether it stopped early or finished. A Ray Train worker
+    (`dsmscale.training.distributed`) passes its ``shard`` (rank, workers), ``device``, the DDP
+    ``wrap`` and ``report`` (called each epoch with its entry and, on worker 0, the folder of
+    its checkpoint)."""
+    run = _prepare(config, device, wrap)
+    run.shard = shard
     state = _resume(run)
-    (run.out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"),
-                                                        sort_keys=False))
-    boxes_per_pass = min(config.micro_batch, config.batch_size)
+    if run.writes:
+        (run.out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"),
+                                                            sort_keys=False))
     while state.epoch < config.max_epochs and state.stale < config.patience:
-        start = time.perf_counter()
-        if config.init is not None:
-            set_encoder_trainable(run.step.model, state.epoch >= config.freeze_encoder_epochs)
-        entry = {"epoch": state.epoch + 1, **_train_epoch(run, state, progress)}
-        recalibrate_batch_norm(run.step, run.train_data, batch_size=boxes_per_pass,
-                               seed=state.epoch)
-        entry |= {**validate(run.step, run.val_data, 2 * boxes_per_pass),
-                  "epoch_s": time.perf_counter() - start, "precision": run.precision,
-                  "threads": run.threads}
-        _end_epoch(run, state, entry, progress)
+        entry = _epoch(run, state, progress and run.writes)
+        _end_epoch(run, state, entry, progress and run.writes)
         state.epoch += 1
-    from dsmscale.report.curves import plot_history
-
-    plot_history(state.history, run.out / "curves.png")
+        if report is not None:
+            report(entry, _checkpoint_folder(run) if run.writes else None)
     stopped = state.stale >= config.patience
+    if run.writes:
+        from dsmscale.report.curves import plot_history
+
+        plot_history(state.history, run.out / "curves.png")
     return {"history": state.history, "best_checkpoint": str(run.out / "best.pt"),
             "epochs": len(state.history), "stopped_early": stopped,
             "finished": bool(state.history) and (stopped or len(state.history) == config.max_epochs)}
+
+
+def _epoch(run: Run, state: Progress, show: bool) -> dict:
+    """One epoch: training, precise BatchNorm and validation; its history entry."""
+    config, start = run.config, time.perf_counter()
+    boxes_per_pass = min(config.micro_batch, config.batch_size)
+    if config.init is not None:
+        set_encoder_trainable(run.step.model, state.epoch >= config.freeze_encoder_epochs)
+    entry = {"epoch": state.epoch + 1, **_train_epoch(run, state, show)}
+    recalibrate_batch_norm(run.step, run.train_data, batch_size=boxes_per_pass,
+                           seed=state.epoch)
+    return entry | {**validate(run.step, run.val_data, 2 * boxes_per_pass),
+                    "epoch_s": time.perf_counter() - start, "precision": run.precision,
+                    "threads": run.threads}
+
+
+def _checkpoint_folder(run: Run) -> Path:
+    """A folder holding (a link to) this epoch's ``last.pt``, for Ray Train to keep."""
+    folder = run.out / ".ray_checkpoint"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    os.link(run.out / "last.pt", folder / "last.pt")
+    return folder

@@ -15,12 +15,15 @@ class TrainStep:
                  lr: float = 1e-3, betas=(0.9, 0.99), weights=(1.0, 10.0, 1.0),
                  compile_model: bool = False, device: torch.device | None = None,
                  teacher: torch.nn.Module | None = None, distill_loss: str = "mse",
-                 temperature: float = 4.0, hard_weight: float = 0.5, micro_batch: int | None = None):
+                 temperature: float = 4.0, hard_weight: float = 0.5, micro_batch: int | None = None,
+                 wrap=None):
         self.micro_batch = micro_batch
         self.device = device or torch.device("cpu")
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if compile_model else self.model
+        # what runs the model: compiled, or wrapped (Ray Train's DistributedDataParallel)
+        self.forward = (torch.compile(self.model) if compile_model
+                        else wrap(self.model) if wrap else self.model)
         self.autocast = precision == "bf16"
         self.weights = weights
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
