@@ -85,8 +85,11 @@ def make_dataset(config: DatasetConfig, progress: bool = True) -> dict:
     if unknown:
         raise InputError(config.templates[unknown[0]], f"template for class {unknown[0]!r}, "
                                                        "which no table holds")
-    templates = {name: load_template(path, name, config.box_voxel_a, config.resolution_a)
-                 for name, path in config.templates.items()}
+    if config.split_by == "tomogram" and len(inputs.particles) < 3:
+        raise InputError(None, f"{len(inputs.particles)} tomogram(s) cannot be split into "
+                               "train, val and test by tomogram: give more, or split_by "
+                               "'particle'")
+    templates = {name: _template(path, name, config) for name, path in config.templates.items()}
     summary: dict = {}
 
     def build(tmp: Path) -> None:
@@ -94,6 +97,18 @@ def make_dataset(config: DatasetConfig, progress: bool = True) -> dict:
 
     build_output_dir(config.output, config.overwrite, build)
     return summary
+
+
+def _template(path: str, name: str, config: DatasetConfig) -> Template:
+    """A class's template on the boxes' grid; a file that is no readable map or model is an
+    `InputError` naming it."""
+    try:
+        return load_template(path, name, config.box_voxel_a, config.resolution_a)
+    except InputError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InputError(path, f"not a readable template for class {name!r} "
+                               f"({str(exc).splitlines()[0]})") from exc
 
 
 def _build(config: DatasetConfig, inputs, classes: list[str], templates: dict[str, Template],
@@ -172,13 +187,14 @@ def _targets(meta: pd.DataFrame, centres_px: np.ndarray, templates: dict[str, Te
     box = config.box
     density = np.zeros((len(meta), box, box, box), np.float32)
     mask = np.zeros(density.shape, np.uint8)
-    oriented = set(ANGLES) <= set(meta.columns)
-    has = np.array([oriented and c in templates for c in meta["class_name"]], dtype=bool)
+    oriented = (np.isfinite(meta[ANGLES].to_numpy(float)).all(axis=1)
+                if set(ANGLES) <= set(meta.columns) else np.zeros(len(meta), bool))
+    has = oriented & meta["class_name"].isin(list(templates)).to_numpy()
     if not has.any():
         return density, mask, has
     centres = (np.full((len(meta), 3), float(box // 2)) if grid is not None
                else centres_in_box(centres_px, box))
-    matrices = relion_matrices(meta[ANGLES].to_numpy(float)) if oriented else None
+    matrices = relion_matrices(np.nan_to_num(meta[ANGLES].to_numpy(float)))
     for i in np.flatnonzero(has):
         template = templates[meta["class_name"].iloc[i]]
         render_template(density[i], np.zeros(3, int), template.density, matrices[i], centres[i])

@@ -57,11 +57,12 @@ def test_an_epoch_streams_every_box_once_in_a_shuffled_order(both):
     assert len(streamed.blocks(None)) > 1
     batches = list(streamed.shuffled(np.random.default_rng(0), 8))
     assert all(len(x) == 8 for x, _ in batches[:-1])
-    x, _ = _concat(batches)
-    ordered, _ = _concat(streamed.in_order(8))
+    x, target = _concat(batches)
+    ordered, expected = _concat(streamed.in_order(8))
     assert len(x) == len(streamed) and not torch.equal(x, ordered)
-    sums = lambda boxes: np.sort(boxes.flatten(1).sum(1).numpy())  # noqa: E731
-    np.testing.assert_allclose(sums(x), sums(ordered), rtol=1e-6)
+    sums = lambda density: np.sort(density.flatten(1).sum(1).numpy())  # noqa: E731 - per box
+    np.testing.assert_allclose(sums(target["density"]), sums(expected["density"]), rtol=1e-6)
+    assert sorted(target["label"].tolist()) == sorted(expected["label"].tolist())
 
 
 def test_training_streams_and_learns(tiny_dataset, tmp_path):

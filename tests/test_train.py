@@ -136,13 +136,19 @@ def _step_after(micro_batch, x, target):
     return terms, [p.detach().clone() for p in model.parameters()]
 
 
-def test_micro_batches_accumulate_the_whole_batch_gradient():
+@pytest.mark.parametrize("partly_known", [False, True])
+def test_micro_batches_accumulate_the_whole_batch_gradient(partly_known):
     """Without BatchNorm, micro-batches of 2 and 4 boxes (and a ragged last one) take exactly the
-    optimiser step of one pass over all 6 boxes, and report the same mean loss."""
+    optimiser step of one pass over all 6 boxes, and report the same mean loss — also when some
+    boxes have no mask and density (has_targets) or a label not learnt (−1), however they fall
+    into the micro-batches."""
     torch.manual_seed(1)
     x = torch.randn(6, 1, 40, 40, 40)
     target = {"label": torch.randint(0, 4, (6,)), "mask": torch.randint(0, 2, (6, 40, 40, 40)),
               "density": torch.rand(6, 1, 40, 40, 40)}
+    if partly_known:
+        target["label"][[1, 2]] = -1
+        target["has_targets"] = torch.tensor([True, False, False, False, True, True])
     whole_terms, whole = _step_after(None, x, target)
     for micro in (2, 4):
         terms, params = _step_after(micro, x, target)

@@ -1,4 +1,8 @@
-"""Training augmentation that keeps the missing wedge where it is: 180° rotations about z, y, x."""
+"""Training augmentation that keeps the missing wedge where it is: 180° rotations about z, y, x.
+
+They keep the wedge of a tilt range symmetric about 0 (±θ, as in datasets A and B); the
+rotations about z and x turn an asymmetric range (−50°/+70°) into its mirror (−70°/+50°).
+"""
 
 from __future__ import annotations
 

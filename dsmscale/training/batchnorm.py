@@ -27,13 +27,9 @@ def recalibrate_batch_norm(step: TrainStep, data: TrainingData | StreamedData, n
         m.reset_running_stats()
         m.momentum = None  # cumulative average
         m.train()
-    left = n
-    for x, _ in data.shuffled(np.random.default_rng(seed), batch_size):
-        x, _target = step.prepare(x[:left], {})
+    for x, _ in data.sampled(np.random.default_rng(seed), n, batch_size):
+        x, _target = step.prepare(x, {})
         step.run(x)
-        left -= len(x)
-        if left <= 0:
-            break
     for m in norms:
         m.momentum = 0.1
     step.model.eval()

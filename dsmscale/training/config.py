@@ -87,6 +87,9 @@ class TrainConfig(JobConfig):
 
     @model_validator(mode="after")
     def _no_frozen_encoder_across_workers(self):
+        if self.freeze_encoder_epochs and self.init is None:
+            raise ValueError("freeze_encoder_epochs holds the encoder of a checkpoint: give "
+                             "init (e.g. 'default')")
         if self.workers > 1 and self.freeze_encoder_epochs:
             raise ValueError("freeze_encoder_epochs works in one process only (DDP keeps every "
                              "weight trainable): use workers 1")
@@ -105,7 +108,8 @@ class TrainConfig(JobConfig):
             exclude.add("batch_norm")
         if self.monitor == "val_loss":  # runs made before the option existed stay valid
             exclude.add("monitor")
-        exclude |= {"workers", "use_gpu"}  # the same run, on one process or several
+        if self.workers == 1:  # runs made before Ray Train existed stay valid
+            exclude |= {"workers", "use_gpu"}
         if self.stream is None:  # decided by the dataset's size alone
             exclude.add("stream")
         if self.init is None:  # hashes of runs made before fine-tuning existed stay valid

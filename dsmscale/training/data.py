@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dsmscale.errors import InputError
 from dsmscale.geometry import normalise_boxes
 from dsmscale.io.dataset import DENSITY_SCALE, load_split, open_dataset_array, read_dataset_table
 
@@ -56,6 +57,12 @@ class TrainingData:
         for start in range(0, len(self), batch_size):
             yield self.batch(order[start:start + batch_size])
 
+    def sampled(self, rng: np.random.Generator, n: int, batch_size: int) -> Iterator[Batch]:
+        """``n`` random boxes in batches (the first ``n`` of a shuffled order)."""
+        order = torch.from_numpy(rng.permutation(len(self))[:n])
+        for start in range(0, len(order), batch_size):
+            yield self.batch(order[start:start + batch_size])
+
     def in_order(self, batch_size: int) -> Iterator[Batch]:
         for start in range(0, len(self), batch_size):
             yield self.batch(slice(start, start + batch_size))
@@ -67,6 +74,8 @@ def load_training_data(dataset: str | os.PathLike, split: str, classes: list[str
     """The rows of ``split``: in memory, or streamed when ``stream`` (None: when they would take
     more than `STREAM_ABOVE_BYTES`); a seeded random subset of ``limit`` rows if given."""
     rows = split_rows(dataset, split, limit)
+    if rows.empty:
+        raise InputError(dataset, f"split {split} has no rows")
     box = open_dataset_array(dataset, "subtomograms").shape[-1]
     if stream or (stream is None and len(rows) * box**3 * BYTES_PER_VOXEL > STREAM_ABOVE_BYTES):
         return StreamedData(Path(dataset), rows, classes)
@@ -95,7 +104,7 @@ class StreamedData:
     BLOCK_BYTES = 256 * 2**20
 
     def __init__(self, dataset: Path, rows: pd.DataFrame, classes: list[str]):
-        self.dataset, self.table = dataset, rows
+        self.table = rows
         self.arrays = {name: open_dataset_array(dataset, name)
                        for name in ("subtomograms", "mask", "density")}
         lookup = {c: i for i, c in enumerate(classes)}
@@ -111,14 +120,21 @@ class StreamedData:
         return len(self.index)
 
     def blocks(self, rng: np.random.Generator | None) -> list[np.ndarray]:
-        """Positions (into the split's rows) of each block: its chunks' rows; blocks in a random
-        order with ``rng``, else in box order."""
-        chunks = np.unique(self.chunk_of)
-        if rng is not None:
-            chunks = rng.permutation(chunks)
-        groups = [chunks[i:i + self.chunks_per_block]
-                  for i in range(0, len(chunks), self.chunks_per_block)]
-        return [np.flatnonzero(np.isin(self.chunk_of, group)) for group in groups]
+        """Positions (into the split's rows, sorted) of each block: its chunks' rows; blocks in
+        a random order with ``rng``, else in box order."""
+        chunks, starts = np.unique(self.chunk_of, return_index=True)  # rows are in box order
+        by_chunk = np.split(np.arange(len(self.chunk_of)), starts[1:])
+        order = rng.permutation(len(chunks)) if rng is not None else np.arange(len(chunks))
+        return [np.concatenate([by_chunk[c] for c in np.sort(order[i:i + self.chunks_per_block])])
+                for i in range(0, len(order), self.chunks_per_block)]
+
+    def sampled(self, rng: np.random.Generator, n: int, batch_size: int) -> Iterator[Batch]:
+        """``n`` random boxes from the whole split, read in one chunk-aligned pass."""
+        positions = np.sort(rng.permutation(len(self))[:n])
+        x, target = self.read(positions)
+        for start in range(0, len(x), batch_size):
+            yield _joined([_take((x, target), torch.arange(start, min(start + batch_size,
+                                                                       len(x))))], batch_size)
 
     def read(self, positions: np.ndarray) -> Batch:
         """The rows at ``positions`` (sorted) as one batch, read chunk-aligned; the mask stays

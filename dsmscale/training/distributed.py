@@ -13,45 +13,43 @@ Ray Train. The run folder must be on storage every worker sees (local Ray: any f
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from dsmscale.training.config import TrainConfig
 
 
-def train_on_ray(config: TrainConfig, ray_address: str | None = None) -> dict:
-    """Train (or resume) ``config`` on ``config.workers`` Ray Train workers; returns what
-    `dsmscale.training.loop.train` returns, from worker 0."""
-    from ray.train import RunConfig, ScalingConfig
+def train_on_ray(config: TrainConfig) -> dict:
+    """Train (or resume) ``config`` on ``config.workers`` Ray Train workers (Ray from
+    ``RAY_ADDRESS``, else an embedded local one); returns what `dsmscale.training.loop.train`
+    returns, read from the run folder worker 0 wrote. Paths are made absolute first: workers
+    run in folders of Ray's own."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from dsmscale.io.dataset import dataset_classes
     from dsmscale.parallel import ensure_ray
+    from dsmscale.training.loop import run_summary
 
-    ensure_ray(ray_address)
-    out = Path(config.output).resolve()
+    config = config.model_copy(update={k: str(Path(v).resolve()) for k, v in (
+        ("dataset", config.dataset), ("output", config.output), ("init", config.init),
+        ("teacher", config.teacher)) if v and Path(v).exists()})
+    dataset_classes(config.dataset)  # a bad dataset in one line here, not from a worker
+    ensure_ray(None)
     trainer = TorchTrainer(
         _worker, train_loop_config={"config": config.model_dump(mode="json")},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=bool(config.use_gpu)),
-        run_config=RunConfig(name="ray_train", storage_path=str(out)))
+        run_config=RunConfig(name="ray_train", storage_path=config.output,
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
     trainer.fit()
-    return finished_run(config)
-
-
-def finished_run(config: TrainConfig) -> dict:
-    """What `dsmscale.training.loop.train` returns, read from the run folder worker 0 wrote."""
-    import json
-
-    from dsmscale.training.loop import epochs_since_best
-
-    out = Path(config.output)
-    history = json.loads((out / "history.json").read_text())
-    stopped = bool(history) and epochs_since_best(history, config.monitor) >= config.patience
-    return {"history": history, "best_checkpoint": str(out / "best.pt"), "epochs": len(history),
-            "stopped_early": stopped,
-            "finished": bool(history) and (stopped or len(history) == config.max_epochs)}
+    history = json.loads((Path(config.output) / "history.json").read_text())
+    return run_summary(history, Path(config.output), config)
 
 
 def _worker(loop_config: dict) -> None:
-    """One Ray Train worker: the training loop on its share of every batch."""
+    """One Ray Train worker: the training loop on its share of every batch, with its share of
+    the machine's cores (unless ``threads`` says otherwise)."""
     import ray.train
     import ray.train.torch
     import torch
@@ -61,6 +59,9 @@ def _worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     shard = (context.get_world_rank(), context.get_world_size())
     config = TrainConfig(**loop_config["config"])
+    if config.threads is None:
+        config = config.model_copy(update={"threads": max(1, (os.cpu_count() or 1)
+                                                          // context.get_local_world_size())})
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
     train(config, progress=False, shard=shard, device=device,
           wrap=ray.train.torch.prepare_model, report=_report)

@@ -212,7 +212,10 @@ def _train_epoch(run: Run, progress: Progress, show: bool) -> dict[str, float]:
             x, target = rotate_boxes_180(
                 x, target, progress.rng.integers(0, len(WEDGE_ROTATIONS), len(x)))
         rank, workers = run.shard  # a worker trains on its rows of the batch; DDP averages
-        x, target = x[rank::workers], {k: v[rank::workers] for k, v in target.items()}
+        usable = len(x) // workers * workers  # every worker as many rows (and micro-batches)
+        if usable == 0:
+            continue
+        x, target = x[rank:usable:workers], {k: v[rank:usable:workers] for k, v in target.items()}
         terms = run.step(x, target)
         if run.scheduler:
             run.scheduler.step()
@@ -275,16 +278,26 @@ def train(config: TrainConfig, progress: bool = True, shard: tuple[int, int] = (
         entry = _epoch(run, state, progress and run.writes)
         _end_epoch(run, state, entry, progress and run.writes)
         state.epoch += 1
+        if run.shard[1] > 1:  # every worker follows worker 0's early-stopping count
+            shared = [state.stale, state.best]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            state.stale, state.best = shared
         if report is not None:
             report(entry, _checkpoint_folder(run) if run.writes else None)
-    stopped = state.stale >= config.patience
     if run.writes:
         from dsmscale.report.curves import plot_history
 
         plot_history(state.history, run.out / "curves.png")
-    return {"history": state.history, "best_checkpoint": str(run.out / "best.pt"),
-            "epochs": len(state.history), "stopped_early": stopped,
-            "finished": bool(state.history) and (stopped or len(state.history) == config.max_epochs)}
+    return run_summary(state.history, run.out, config)
+
+
+def run_summary(history: list[dict], out: Path, config: TrainConfig) -> dict:
+    """What `train` returns: the history, the best checkpoint's path, the epochs trained, and
+    whether the run stopped early or finished."""
+    stopped = bool(history) and epochs_since_best(history, config.monitor) >= config.patience
+    return {"history": history, "best_checkpoint": str(out / "best.pt"), "epochs": len(history),
+            "stopped_early": stopped,
+            "finished": bool(history) and (stopped or len(history) == config.max_epochs)}
 
 
 def _epoch(run: Run, state: Progress, show: bool) -> dict:

@@ -29,30 +29,40 @@ def distill_terms(out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]
 
 
 def loss_terms(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-               weights: tuple[float, float, float]) -> dict[str, torch.Tensor]:
-    """Weighted loss terms of the active heads and their sum under ``total``. Segmentation and
-    recovery are means over the boxes whose targets are known (``target["has_targets"]``; all
-    when absent): a box of a class without a template teaches only its class."""
+               weights: tuple[float, float, float],
+               counts: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """Weighted loss terms of the active heads and their sum under ``total``. Classification
+    is a mean over the boxes with a label the model learns (``label`` ≥ 0), segmentation and
+    recovery over the boxes whose targets are known (``target["has_targets"]``; all when
+    absent): a box of a class without a template teaches only its class. ``counts``
+    (``labelled``, ``known``: those boxes in the whole batch a micro-batch belongs to, times
+    ``scale``) turn the means into the micro-batch's share of the batch's means, so the
+    micro-batches' terms add up to them."""
+    counts = counts or {}
     terms = {}
-    if "logits" in out:  # label −1: a class the model does not learn (none in its training split)
+    if "logits" in out:
         per_box = F.cross_entropy(out["logits"].float(), target["label"], ignore_index=-1,
                                   reduction="none")
-        terms["cls"] = weights[0] * _known_mean(per_box, target["label"] >= 0)
+        terms["cls"] = weights[0] * _known_mean(per_box, target["label"] >= 0,
+                                                counts.get("labelled"))
     known = target.get("has_targets")
     if "seg" in out:
         per_box = F.cross_entropy(out["seg"].float(), target["mask"], reduction="none")
-        terms["seg"] = weights[1] * _known_mean(per_box, known)
+        terms["seg"] = weights[1] * _known_mean(per_box, known, counts.get("known"))
     if "rec" in out:
         per_box = F.mse_loss(out["rec"].float(), target["density"], reduction="none")
-        terms["rec"] = weights[2] * _known_mean(per_box, known)
+        terms["rec"] = weights[2] * _known_mean(per_box, known, counts.get("known"))
     terms["total"] = sum(terms.values())
     return terms
 
 
-def _known_mean(per_item: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
-    """Mean of a per-box (or per-voxel) loss over the boxes with known targets (0, still in the
-    graph, when there is none)."""
-    if known is None or bool(known.all()):
-        return per_item.mean()
+def _known_mean(per_item: torch.Tensor, known: torch.Tensor | None,
+                count: float | None = None) -> torch.Tensor:
+    """Sum of a per-box (or per-voxel, averaged per box) loss over the boxes with known
+    targets, divided by ``count`` (default: their number here; 0, still in the graph, when
+    there is none)."""
     per_box = per_item.flatten(1).mean(1) if per_item.dim() > 1 else per_item
-    return (per_box * known).sum() / known.sum().clamp(min=1)
+    if known is None:
+        known = torch.ones_like(per_box, dtype=torch.bool)
+    total = (per_box * known).sum()
+    return total / (count if count is not None else known.sum().clamp(min=1))

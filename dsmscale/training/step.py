@@ -43,24 +43,33 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimiser step over the batch ``x``, run in micro-batches of ``micro_batch`` boxes
-        (all of it at once when None); returns the batch's mean loss terms."""
+        (all of it at once when None); returns the batch's mean loss terms. Without a teacher
+        the means are exact whatever the micro-batches (`batch_counts`); with one, each
+        micro-batch's means are weighted by its share of the boxes."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         size = self.micro_batch or len(x)
+        counts = batch_counts(target) if self.teacher is None else None
         sums: dict[str, float] = {}
         for start in range(0, len(x), size):
             part = slice(start, start + size)
-            terms = self._loss(*self.prepare(x[part], {k: v[part] for k, v in target.items()}))
-            share = len(x[part]) / len(x)  # loss means over the batch = share-weighted sum
+            terms = self._loss(*self.prepare(x[part], {k: v[part] for k, v in target.items()}),
+                               counts)
+            share = 1.0 if counts else len(x[part]) / len(x)
             (terms["total"] * share).backward()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * share
         self.optimizer.step()
+        if counts and counts["scale"] > 1:  # each worker holds its rows' share of the means
+            shares = torch.tensor([v / counts["scale"] for v in sums.values()])
+            torch.distributed.all_reduce(shares)
+            return dict(zip(sums, shares.tolist(), strict=True))
         return sums
 
-    def _loss(self, x: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _loss(self, x: torch.Tensor, target: dict[str, torch.Tensor],
+              counts: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
         out = self.run(x)
-        terms = loss_terms(out, target, self.weights)
+        terms = loss_terms(out, target, self.weights, counts)
         if self.teacher is not None:
             with torch.no_grad():
                 taught = self.run(x, self.teacher)
@@ -68,3 +77,18 @@ class TrainStep:
             h = self.hard_weight
             terms = {k: h * terms[k] + (1 - h) * soft[k] for k in terms}
         return terms
+
+
+def batch_counts(target: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Boxes of a batch with a learnt label and with known targets, summed over the Ray Train
+    workers when there are several (whose gradients DDP averages: ``scale`` = workers makes the
+    average the whole batch's mean)."""
+    known = target.get("has_targets")
+    values = torch.tensor([float((target["label"] >= 0).sum()),
+                           float(len(target["label"]) if known is None else known.sum())])
+    scale = 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(values)
+        scale = torch.distributed.get_world_size()
+    labelled, known_n = (max(float(v), 1.0) / scale for v in values)
+    return {"labelled": labelled, "known": known_n, "scale": scale}
