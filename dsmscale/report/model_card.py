@@ -80,11 +80,19 @@ def _training_data(cfg: dict, data_info: dict) -> str:
     tomo, name = sim["tomogram"], Path(cfg["dataset"]).name
     shape = "×".join(str(round(n * tomo["voxel_size_a"] / 10)) for n in tomo["shape_zyx"][::-1])
     return (f"simulated by `dsmscale simulate` ({sim['n_tomograms']} crowded {shape} nm "
-            f"tomogram(s) at {tomo['voxel_size_a'] / 10:g} nm, tilt ±{tomo['tilt_max_deg']:g}° / "
+            f"tomogram(s) at {tomo['voxel_size_a'] / 10:g} nm, tilt {_tilts(tomo)} / "
             f"{tomo['tilt_step_deg']:g}°, CTF {tomo['voltage_kv']:g} kV Cs {tomo['cs_mm']:g} mm "
             f"{tomo['defocus_um']:g} ± {tomo['defocus_jitter_um']:g} µm underfocus, MTF, WBP) at "
             f"**SNR {data_info['snr_measured'][name]:.3f} only (dataset {name})**; train split "
             f"{sim['split_fractions'][0]:.0%}.")
+
+
+def _tilts(tomo: dict) -> str:
+    """'±60°', or '−50°/+70°' for an asymmetric range (TomogramConfig.tilt_min_deg)."""
+    low = tomo.get("tilt_min_deg")
+    if low is None:
+        return f"±{tomo['tilt_max_deg']:g}°"
+    return f"{low:g}°/+{tomo['tilt_max_deg']:g}°"
 
 
 def _distillation(cfg: dict, teacher_run: str | None) -> str:
