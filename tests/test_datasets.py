@@ -183,3 +183,15 @@ def test_fine_tuning_starts_from_a_checkpoint(tmp_path, user_project, tiny_check
     with pytest.raises(InputError, match="is a dsmnet, not a dsmnet_small"):
         load_initial_weights(build_model("dsmnet_small", 3), str(tiny_checkpoint),
                              "dsmnet_small", classes, str(tmp_path / "ds"))
+
+
+def test_tomogram_splits_are_balanced_and_seeded():
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"tomogram": np.repeat([f"t{i}" for i in range(10)],
+                                               rng.integers(20, 60, 10))})
+    first = tomogram_splits(rows, (0.8, 0.1, 0.1), seed=1)
+    assert list(first) == list(tomogram_splits(rows, (0.8, 0.1, 0.1), seed=1))
+    assert list(first) != list(tomogram_splits(rows, (0.8, 0.1, 0.1), seed=2))
+    share = pd.Series(first).value_counts(normalize=True)
+    assert set(share.index) == {"train", "val", "test"}
+    assert 0.65 < share["train"] < 0.9  # whole tomograms: near, not at, 80 %
