@@ -1,6 +1,7 @@
 """Benchmark: fine-tuning the shipped model on a user's own labels, against training from scratch.
 
 Usage: python jobs/bench_finetune.py --workdir DIR [--out results] [--per-class 10 25 50 100]
+       [--snr 0.03] [--classes 6QZP 4CR2 ...] [--tomograms 6] [--name finetune]
 
 A "foreign" dataset made the way a user would: tomograms simulated under other settings than
 datasets A and B (7.84 Å voxels, tilts −50°/+70° in 3° steps as in the paper's dataset C,
@@ -44,7 +45,7 @@ FOREIGN = TomogramConfig(shape_zyx=(128, 320, 320), voxel_size_a=7.84, classes=C
 SNR = 0.03
 
 
-def simulate_foreign(folder: Path, n_tomograms: int, foreign: TomogramConfig) -> Path:
+def simulate_foreign(folder: Path, n_tomograms: int, foreign: TomogramConfig, snr: float) -> Path:
     """MRC tomograms and a RELION 5 set of their particles (the optimisation set's path)."""
     optimisation_set = folder / "relion5" / "optimisation_set.star"
     if optimisation_set.is_file():
@@ -54,7 +55,7 @@ def simulate_foreign(folder: Path, n_tomograms: int, foreign: TomogramConfig) ->
     for t in range(n_tomograms):
         name = f"TS_{t:02d}"
         sim = simulate_tomogram(foreign, seed=7000 + t)
-        write_volume(folder / f"{name}.mrc", sim.noisy(SNR)[0], foreign.voxel_size_a)
+        write_volume(folder / f"{name}.mrc", sim.noisy(snr)[0], foreign.voxel_size_a)
         tables.append(truth_table(sim, name, t * 100_000))
         print(f"simulated {name}: {len(tables[-1])} particles", flush=True)
     write_relion5(concat_tables(tables), folder / "relion5",
@@ -63,15 +64,15 @@ def simulate_foreign(folder: Path, n_tomograms: int, foreign: TomogramConfig) ->
     return optimisation_set
 
 
-def dataset(work: Path, n_tomograms: int, foreign: TomogramConfig) -> Path:
+def dataset(work: Path, n_tomograms: int, foreign: TomogramConfig, snr: float) -> Path:
     out = work / "dataset"
     if (out / TABLE).is_file():
         return out
-    optimisation_set = simulate_foreign(work / "foreign", n_tomograms, foreign)
+    optimisation_set = simulate_foreign(work / "foreign", n_tomograms, foreign, snr)
     make_dataset(DatasetConfig(
         tomograms=[str(p) for p in sorted((work / "foreign").glob("TS_*.mrc"))],
         particles=[str(optimisation_set)], output=str(out),
-        templates={c: str(find_structure(c)) for c in CLASSES}, split_fractions=(0.6, 0.15, 0.25),
+        templates={c: str(find_structure(c)) for c in foreign.classes}, split_fractions=(0.6, 0.15, 0.25),
         edge="skip"))
     return out
 
@@ -108,9 +109,9 @@ def train_and_test(view: Path, out: Path, init: str | None, max_epochs: int | No
             "train_s": sum(entry["epoch_s"] for entry in result["history"])}
 
 
-def write_results(out: Path, figures: dict) -> None:
+def write_results(out: Path, name: str, figures: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "finetune.json").write_text(json.dumps(figures, indent=2))
+    (out / f"{name}.json").write_text(json.dumps(figures, indent=2))
     rows = [f"| {n} ({figures[f'train_boxes_{n}']}) | {figures[f'finetune_acc_{n}']:.3f} | "
             f"{figures[f'finetune_miou_{n}']:.3f} | {figures[f'finetune_train_s_{n}'] / 60:.0f} | "
             f"{figures[f'scratch_acc_{n}']:.3f} | {figures[f'scratch_miou_{n}']:.3f} | "
@@ -126,7 +127,7 @@ def write_results(out: Path, figures: dict) -> None:
         f"classes it knows): object accuracy **{figures['zero_shot_acc']:.3f}**.", "",
         "| labelled per class (train boxes) | fine-tuned acc | mIoU | min | from scratch acc | "
         "mIoU | min |", "|---|---|---|---|---|---|---|", *rows, ""]
-    (out / "finetune.md").write_text("\n".join(text))
+    (out / f"{name}.md").write_text("\n".join(text))
 
 
 def main() -> None:
@@ -137,18 +138,23 @@ def main() -> None:
     parser.add_argument("--tomograms", type=int, default=6)
     parser.add_argument("--shape", type=int, nargs=3, default=list(FOREIGN.shape_zyx))
     parser.add_argument("--copies", type=int, default=FOREIGN.copies_per_class)
+    parser.add_argument("--snr", type=float, default=SNR, help="SNR of the foreign tomograms")
+    parser.add_argument("--classes", nargs="+", default=list(CLASSES),
+                        help="PDB ids of the foreign complexes")
+    parser.add_argument("--name", default="finetune", help="stem of the result files in --out")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap (a smoke run)")
     args = parser.parse_args()
     start, commit = time.perf_counter(), git_commit()  # the code this run trains with
     foreign = FOREIGN.model_copy(update={"shape_zyx": tuple(args.shape),
-                                         "copies_per_class": args.copies})
-    full = dataset(args.workdir, args.tomograms, foreign)
+                                         "copies_per_class": args.copies,
+                                         "classes": tuple(args.classes)})
+    full = dataset(args.workdir, args.tomograms, foreign, args.snr)
     test = read_dataset_table(full)
     test = test[test["split"] == "test"]
     zero = evaluate_checkpoint(resolve_model("default"), full, "test")
     known = load_checkpoint(resolve_model("default"))["classes"]
     figures = {"zero_shot_acc": zero["obj_acc"],
-               "zero_shot_classes": sum(c in known for c in CLASSES), "test_boxes": len(test),
+               "zero_shot_classes": sum(c in known for c in foreign.classes), "test_boxes": len(test),
                "test_tomograms": sorted(test["tomogram"].unique()), "per_class": args.per_class}
     for n in args.per_class:
         view = labelled_subset(full, n)
@@ -166,12 +172,13 @@ def main() -> None:
                 "data": f"{args.tomograms} tomograms {foreign.shape_zyx} at "
                         f"{foreign.voxel_size_a} Å, tilts {foreign.tilt_min_deg:g}/"
                         f"{foreign.tilt_max_deg:g}° step {foreign.tilt_step_deg:g}°, "
-                        f"{foreign.defocus_um:g} µm, SNR {SNR}, classes {', '.join(CLASSES)}, "
+                        f"{foreign.defocus_um:g} µm, SNR {args.snr:g}, classes "
+                        f"{', '.join(foreign.classes)}, "
                         f"{args.copies} copies per class per tomogram"}
     if args.out:
-        write_results(args.out, figures)
+        write_results(args.out, args.name, figures)
     emit({k: v for k, v in figures.items() if not isinstance(v, list)} | {
-        "classes": list(CLASSES)})
+        "classes": list(foreign.classes)})
 
 
 if __name__ == "__main__":
