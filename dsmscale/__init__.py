@@ -45,6 +45,8 @@ _EXPORTS = {
     "ExtractConfig": ("dsmscale.extraction", "ExtractConfig"),
     "simulate": ("dsmscale.simulation", "build_datasets"),
     "SimulateConfig": ("dsmscale.simulation", "SimulateConfig"),
+    "simulate_randomised": ("dsmscale.randomised", "simulate_randomised"),
+    "RandomisedConfig": ("dsmscale.randomised", "RandomisedConfig"),
     "make_dataset": ("dsmscale.datasets", "make_dataset"),
     "DatasetConfig": ("dsmscale.datasets", "DatasetConfig"),
     "train": ("dsmscale.training", "train"),

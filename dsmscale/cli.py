@@ -79,6 +79,16 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def simulate_randomised(args: argparse.Namespace) -> int:
+    config = _config(dsmscale.RandomisedConfig, args)
+    summary = dsmscale.simulate_randomised(config, args.output)
+    splits = ", ".join(f"{s}: {len(t)}" for s, t in summary["tomograms_per_split"].items())
+    print(f"simulated {config.n_tomograms} tomograms under drawn conditions "
+          f"({args.output}/conditions.parquet); {summary['n_subtomograms']} subtomograms, "
+          f"tomograms per split {splits} -> {args.output}/dataset")
+    return 0
+
+
 def dataset(args: argparse.Namespace) -> int:
     for key, kind in (("templates", str), ("contours", float)):
         if getattr(args, key):
@@ -281,6 +291,15 @@ def _simulate_arguments(p: argparse.ArgumentParser, c) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+def _simulate_randomised_arguments(p: argparse.ArgumentParser, c) -> None:
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (rerunning "
+                   "into it skips the tomograms already simulated)")
+    _flag(p, c, "n_tomograms", "--tomograms", type=_positive_int)
+    _flag(p, c, "seed", type=int)
+    _flag(p, c, "lateral_nm", "--lateral", type=float)
+    _flag(p, c, "classes", nargs="+")
+
+
 def _train_arguments(p: argparse.ArgumentParser, c) -> None:
     _flag(p, c, "dataset", help="dataset folder (e.g. data/sim/datasets/A)")
     _flag(p, c, "output", "-o", "--output", type=Path, help="run folder")
@@ -375,6 +394,14 @@ COMMANDS = {
                  "noise at a set SNR, WBP) and datasets of 40³ subtomograms with labels, target "
                  "masks and target densities. Defaults build datasets A (SNR 0.06) and B "
                  "(SNR 0.01)."),
+    "simulate-randomised": (
+        simulate_randomised, "RandomisedConfig", _simulate_randomised_arguments,
+        "tomograms under randomly drawn conditions, as a training dataset",
+        "Each tomogram draws its SNR (log-uniform), defocus, Cs, tilt range (symmetric or "
+        "asymmetric) and step, thickness, voxel size and crowding from the ranges in the "
+        "config's 'ranges' (see dsmscale.simulation.conditions.ConditionRanges for the "
+        "defaults), is written as MRC + STAR with what it drew, and the boxes are cut on the "
+        "model's 10 Å grid as 'dsmscale dataset' cuts a user's (split by tomogram)."),
     "dataset": (dataset, "DatasetConfig", _dataset_arguments,
                 "a training dataset from your tomograms, labelled tables and templates",
                 "Boxes at the model's grid (40³ at 10 Å, resampled from any voxel size) around "
