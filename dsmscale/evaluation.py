@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
+from dsmscale.errors import InputError
 from dsmscale.hardware import configure_threads
 from dsmscale.inference import Predictor
 from dsmscale.io.atomic import write_file_atomic
@@ -29,12 +30,12 @@ EXAMPLES = 6
 
 
 class Scores:
-    """What evaluation accumulates batch by batch: predicted classes, segmentation counts, the
-    sum of FSC curves, and the first batch's examples for the slices figure."""
+    """What evaluation accumulates batch by batch: predicted classes, segmentation counts per
+    box, the sum of FSC curves, and the first batch's examples for the slices figure."""
 
     def __init__(self):
         self.predicted: list[np.ndarray] = []
-        self.counts = np.zeros((2, 3), np.int64)
+        self.box_counts: list[np.ndarray] = []  # (n, 2, 3) per batch; zeros without targets
         self.fsc_sum: np.ndarray | None = None
         self.n_fsc = 0
         self.examples: dict[str, np.ndarray] = {}
@@ -44,7 +45,10 @@ class Scores:
             self.predicted.append(out["probabilities"].argmax(1))
         known = data.has_targets[rows]  # boxes whose mask and density are known
         if "seg" in out:
-            self.counts += segmentation_counts(out["seg"][known], data.masks[rows][known])
+            counts = np.zeros((len(known), 2, 3), np.int64)
+            for i in np.flatnonzero(known):
+                counts[i] = segmentation_counts(out["seg"][i], data.masks[rows][i])
+            self.box_counts.append(counts)
         if "rec" in out:
             for rec, true in zip(out["rec"][known], data.densities[rows][known], strict=True):
                 curve = fsc_curve(rec, true)
@@ -66,21 +70,39 @@ class Scores:
                 zero_division=0).tolist(), strict=True))
             metrics["confusion"] = confusion_matrix(labels[known], pred[known],
                                                     labels=range(len(classes))).tolist()
-        if self.counts.any():
-            metrics.update(segmentation_scores(self.counts))
+        if self.box_counts and np.concatenate(self.box_counts).any():
+            metrics.update(segmentation_scores(np.concatenate(self.box_counts).sum(0)))
         if self.n_fsc:
             mean_curve = self.fsc_sum / self.n_fsc
             metrics["fsc_curve"] = mean_curve.tolist()
             metrics["fsc_resolution_nm"] = fsc_resolution(mean_curve, box, voxel_size_a / 10)
         return metrics
 
+    def group_metrics(self, labels: np.ndarray, groups: np.ndarray) -> dict[str, dict]:
+        """Object accuracy (boxes of known class) and mIoU (boxes with targets) per value of
+        ``groups`` (one per box, e.g. its tomogram)."""
+        pred = np.concatenate(self.predicted) if self.predicted else None
+        counts = np.concatenate(self.box_counts) if self.box_counts else None
+        out = {}
+        for value in np.unique(groups):
+            rows = groups == value
+            entry: dict = {"n": int(rows.sum())}
+            if pred is not None and (known := rows & (labels >= 0)).any():
+                entry["obj_acc"] = float((pred[known] == labels[known]).mean())
+            if counts is not None and counts[rows].any():
+                entry["miou"] = segmentation_scores(counts[rows].sum(0))["miou"]
+            out[str(value)] = entry
+        return out
+
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLike,
-                        split: str = "test", output: str | os.PathLike | None = None,
-                        threads: int | None = None) -> dict:
+                        split: str | list[str] = "test",
+                        output: str | os.PathLike | None = None, threads: int | None = None,
+                        by: str | None = None) -> dict:
     """Evaluate a checkpoint on ``split`` (on the CPU, in the precision it supports); write
     metrics.json and figures to ``output``. FSC resolutions are in nm, from the dataset's voxel
-    size."""
+    size. ``by`` names a column of the dataset's table (e.g. ``tomogram``): the metrics are also
+    given per value of it, as ``metrics["by"][value]``."""
     configure_threads(threads)
     predictor = Predictor(checkpoint, batch_size=BATCH_SIZE, device=torch.device("cpu"))
     check_grid(dataset, predictor.box, predictor.voxel_size_a, checkpoint)
@@ -93,6 +115,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
     metrics = {"checkpoint": str(checkpoint), "dataset": str(dataset), "split": split,
                "n": len(data), "model": predictor.name,
                **scores.metrics(data.labels, predictor.classes, predictor.box, voxel_size_a)}
+    if by is not None:
+        if by not in data.table.columns:
+            raise InputError(dataset, f"the dataset's table has no column {by!r} to group by")
+        metrics["by"] = scores.group_metrics(data.labels, data.table[by].to_numpy())
     if output is not None:
         _write(Path(output), metrics, predictor.classes, scores.examples)
     return metrics

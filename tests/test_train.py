@@ -118,6 +118,18 @@ def test_evaluate_scores_what_the_model_predicts(tiny_checkpoint, tiny_dataset, 
     assert (tmp_path / "eval" / "slices.png").is_file()
 
 
+def test_metrics_per_group_pool_back_to_the_whole(tiny_checkpoint, tiny_dataset):
+    metrics = evaluate_checkpoint(tiny_checkpoint, tiny_dataset, ["train", "test"], threads=2,
+                                  by="class_name")
+    groups = metrics["by"]
+    assert sum(g["n"] for g in groups.values()) == metrics["n"] and len(groups) > 1
+    pooled = sum(g["obj_acc"] * g["n"] for g in groups.values()) / metrics["n"]
+    assert pooled == pytest.approx(metrics["obj_acc"])  # every box of a known class here
+    assert all(0 <= g["miou"] <= 1 for g in groups.values())
+    with pytest.raises(InputError, match="no column 'snr_bin'"):
+        evaluate_checkpoint(tiny_checkpoint, tiny_dataset, "test", by="snr_bin")
+
+
 def test_fsc_of_a_map_with_itself_is_one_and_resolution_reads_the_first_drop():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(40, 40, 40)).astype(np.float32)
