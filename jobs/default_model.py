@@ -1,0 +1,219 @@
+"""Where a shipped model holds: every figure on tomograms it never saw, broken down by condition.
+
+Usage: python jobs/default_model.py --models default [OLD.pt ...] --out results
+       [--paper data/sim/datasets] [--heldout data/sim_seed1/datasets]
+       [--randomised data/randomised/test] [--foreign scratch/finetune/dataset ...]
+
+Each model (a shipped name or a checkpoint) is scored on:
+
+- ``paper``: the test splits of datasets A and B (`dsmscale simulate`, seed 0) — the paper's
+  protocol, whose test boxes come from the tomogram A's and B's training boxes come from;
+- ``heldout``: every box of A and B simulated with another seed (A's and B's settings, a
+  tomogram no model trained on);
+- ``randomised``: every box of a `dsmscale simulate-randomised` set of other seeds than the
+  training set's, per tomogram, then pooled by SNR, tilt range, defocus, voxel size and crowding
+  (object accuracy over boxes; mIoU as the box-weighted mean of the tomograms' mIoU), and over
+  the tomograms at SNR ≥ 0.03;
+- ``foreign``: the test split of `jobs/bench_finetune.py`'s foreign datasets, zero-shot (object
+  accuracy over the classes the model knows; mIoU over every box).
+
+Writes ``OUT/default_model.{md,json,png}`` with command, commit, data and machine. Last stdout
+line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dsmscale.evaluation import evaluate_checkpoint
+from dsmscale.profiling import emit
+from dsmscale.report.provenance import git_commit
+from dsmscale.weights import resolve_model
+
+ALL_SPLITS = ["train", "val", "test"]
+#: Bins of the per-condition breakdown: (column, edges, labels).
+BINS = {
+    "SNR": ("snr", [0, 0.01, 0.02, 0.03, 0.06, 1], ["<0.01", "0.01–0.02", "0.02–0.03",
+                                                      "0.03–0.06", "≥0.06"]),
+    "defocus (µm)": ("defocus_um", [0, 3.5, 5, 99], ["2–3.5", "3.5–5", "5–6"]),
+    "voxel size (Å)": ("voxel_size_a", [0, 10, 12, 99], ["8–10", "10–12", "12–14"]),
+    "volume fraction": ("volume_fraction", [0, 0.15, 0.3, 1], ["<0.15", "0.15–0.3", "≥0.3"]),
+}
+
+
+def tilt_kind(row) -> str:
+    """A tomogram's tilt range as a bin: asymmetric, or symmetric up to / beyond ±57.5°."""
+    if not np.isclose(-row.tilt_min_deg, row.tilt_max_deg):
+        return "asymmetric"
+    return "±45–57.5°" if row.tilt_max_deg < 57.5 else "±57.5–70°"
+
+
+def scores(metrics: dict) -> dict:
+    return {"n": metrics["n"], "obj_acc": metrics.get("obj_acc"), "miou": metrics.get("miou")}
+
+
+def pooled(groups: pd.DataFrame) -> dict:
+    """Boxes' object accuracy and the box-weighted mean mIoU of a set of tomograms."""
+    n = groups["n"].sum()
+    return {"n": int(n), "tomograms": len(groups),
+            "obj_acc": float((groups["obj_acc"] * groups["n"]).sum() / n),
+            "miou": float((groups["miou"] * groups["n"]).sum() / n)}
+
+
+def randomised_breakdown(model: str, folder: Path) -> dict:
+    metrics = evaluate_checkpoint(model, folder / "dataset", ALL_SPLITS, by="tomogram")
+    per_tomogram = pd.DataFrame.from_dict(metrics["by"], orient="index")
+    conditions = pd.read_parquet(folder / "conditions.parquet").set_index("tomogram")
+    table = per_tomogram.join(conditions)
+    table["tilt range"] = [tilt_kind(row) for row in table.itertuples()]
+    breakdown = {}
+    for title, (column, edges, labels) in BINS.items():
+        table[title] = pd.cut(table[column], edges, labels=labels, right=False)
+    for title in [*BINS, "tilt range"]:
+        breakdown[title] = {str(value): pooled(rows) for value, rows in
+                            table.groupby(title, observed=True)}
+    return {"all": scores(metrics), "snr_ge_0.03": pooled(table[table["snr"] >= 0.03]),
+            "by_condition": breakdown,
+            "per_tomogram": table[["n", "obj_acc", "miou", "snr", "defocus_um", "voxel_size_a",
+                                   "volume_fraction", "tilt_min_deg", "tilt_max_deg"]
+                                  ].reset_index(names="tomogram").to_dict(orient="records")}
+
+
+def evaluate_model(model: str, args) -> dict:
+    path = str(resolve_model(model))
+    out: dict = {"checkpoint": path}
+    if args.paper:
+        out["paper"] = {d: scores(evaluate_checkpoint(path, args.paper / d, "test"))
+                        for d in ("A", "B")}
+    if args.heldout:
+        out["heldout"] = {d: scores(evaluate_checkpoint(path, args.heldout / d, ALL_SPLITS))
+                          for d in ("A", "B")}
+    if args.randomised:
+        out["randomised"] = randomised_breakdown(path, args.randomised)
+    out["foreign"] = {str(f): scores(evaluate_checkpoint(path, f, "test"))
+                      for f in args.foreign}
+    return out
+
+
+def figure(results: dict, path: Path) -> None:
+    """Object accuracy and mIoU by SNR bin on the randomised tomograms, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for name, result in results.items():
+        bins = result["randomised"]["by_condition"]["SNR"]
+        for ax, key in zip(axes, ("obj_acc", "miou"), strict=True):
+            ax.plot(list(bins), [b[key] for b in bins.values()], "o-", label=name)
+    for ax, title in zip(axes, ("object accuracy", "mIoU"), strict=True):
+        ax.set_title(f"{title}, held-out randomised tomograms")
+        ax.set_xlabel("SNR")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def markdown(figures: dict) -> str:
+    models = figures["models"]
+    lines = ["# Where the shipped model holds", "",
+             f"`{figures['command']}` — commit {figures['commit']}, {figures['machine']}, "
+             f"{figures['wall_s'] / 60:.0f} min. Every figure but `paper` is on tomograms the "
+             "model never saw.", "", "## Summary (object accuracy % / mIoU %)", "",
+             "| set | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+
+    def row(label: str, get) -> None:
+        cells = []
+        for m in models.values():
+            try:
+                s = get(m)
+                cells.append(f"{pct(s['obj_acc'])} / {pct(s['miou'])} (n {s['n']})")
+            except KeyError:
+                cells.append("–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    for d in ("A", "B"):
+        row(f"paper: {d} test split (same tomogram as training)", lambda m, d=d: m["paper"][d])
+        row(f"held out: {d}'s settings, another seed", lambda m, d=d: m["heldout"][d])
+    row("randomised, all", lambda m: m["randomised"]["all"])
+    row("randomised, SNR ≥ 0.03", lambda m: m["randomised"]["snr_ge_0.03"])
+    for f in figures["data"]["foreign"]:
+        row(f"foreign zero-shot: {f}", lambda m, f=f: m["foreign"][f])
+    first = next(iter(models.values()))
+    if "randomised" in first:
+        lines += ["", "## Randomised held-out tomograms by condition (accuracy % / mIoU %, "
+                  "tomograms)", "", "![by SNR](default_model.png)", ""]
+        for title, bins in first["randomised"]["by_condition"].items():
+            lines += [f"| {title} | " + " | ".join(models) + " |",
+                      "|---|" + "---|" * len(models)]
+            for value in bins:
+                cells = []
+                for m in models.values():
+                    s = m["randomised"]["by_condition"][title].get(value)
+                    cells.append("–" if s is None else
+                                 f"{pct(s['obj_acc'])} / {pct(s['miou'])} ({s['tomograms']})")
+                lines.append(f"| {value} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["Data: " + json.dumps(figures["data"]), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["default"],
+                        help="shipped names or checkpoints (a name=PATH labels a checkpoint)")
+    parser.add_argument("--paper", type=Path, default=None, help="folder holding A/ and B/")
+    parser.add_argument("--heldout", type=Path, default=None, help="A/ and B/ of another seed")
+    parser.add_argument("--randomised", type=Path, default=None,
+                        help="a simulate-randomised folder (conditions.parquet, dataset/)")
+    parser.add_argument("--foreign", type=Path, nargs="*", default=[], help="dataset folders")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    start, commit = time.perf_counter(), git_commit()
+    models = {}
+    for spec in args.models:
+        label, _, path = spec.rpartition("=") if "=" in spec else (spec, "", spec)
+        models[label] = evaluate_model(path, args)
+        print(f"{label}: {json.dumps({k: v for k, v in models[label].items() if k in ('paper', 'heldout')})}",
+              flush=True)
+    figures = {"models": models, "command": "python jobs/default_model.py " + " ".join(sys.argv[1:]),
+               "commit": commit, "machine": f"{platform.processor() or platform.machine()}, 2 cores",
+               "wall_s": time.perf_counter() - start,
+               "data": {"paper": str(args.paper), "heldout": str(args.heldout),
+                        "randomised": str(args.randomised),
+                        "foreign": [str(f) for f in args.foreign]}}
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "default_model.json").write_text(json.dumps(figures, indent=2))
+        if args.randomised:
+            figure(models, args.out / "default_model.png")
+        (args.out / "default_model.md").write_text(markdown(figures))
+    summary = {}
+    for label, m in models.items():
+        for key in ("paper", "heldout"):
+            for d, s in m.get(key, {}).items():
+                summary[f"{label}_{key}_{d}_acc"] = s["obj_acc"]
+        if "randomised" in m:
+            summary[f"{label}_randomised_snr_ge_0.03_acc"] = m["randomised"]["snr_ge_0.03"]["obj_acc"]
+            summary[f"{label}_randomised_snr_ge_0.03_miou"] = m["randomised"]["snr_ge_0.03"]["miou"]
+    emit(summary | {"wall_s": time.perf_counter() - start})
+
+
+if __name__ == "__main__":
+    main()
