@@ -7,6 +7,7 @@ thickness and crowding, and written as an MRC with a RELION 3.1-style STAR of it
 grid (resampled as ``dsmscale run`` resamples) with mask and density targets from the class
 templates, splitting whole tomograms. Layout of ``OUTPUT``::
 
+    randomised.json               the config (ranges, classes, seed): a rerun must give the same
     tomograms/TS_000.mrc          the noisy tomogram at its drawn voxel size
     tomograms/TS_000.star         its molecules (pixels of that voxel size, RELION angles)
     tomograms/TS_000.json         what it drew and what it measured (written last: a tomogram
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from dsmscale.config import JobConfig
 from dsmscale.datasets import DatasetConfig, make_dataset
+from dsmscale.errors import InputError
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.particles import write_star
@@ -57,6 +59,11 @@ def simulate_randomised(config: RandomisedConfig, output: str | os.PathLike,
     and build ``output/dataset``; returns the dataset's summary with the conditions drawn."""
     out = Path(output)
     (out / "tomograms").mkdir(parents=True, exist_ok=True)
+    recorded, asked = out / "randomised.json", config.model_dump(mode="json")
+    if recorded.is_file() and json.loads(recorded.read_text()) != asked:
+        raise InputError(recorded, "this folder was simulated with another config: give a new "
+                                   "output folder")
+    write_file_atomic(recorded, lambda tmp: tmp.write_text(json.dumps(asked, indent=2)))
     base = TomogramConfig(classes=config.classes, resolution_a=config.resolution_a,
                           structures_dir=config.structures_dir)
     records = [simulate_one(config, base, t, out / "tomograms")

@@ -15,11 +15,25 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from dsmscale.checkpoints import load_checkpoint, save_checkpoint, slim_checkpoint
 from dsmscale.evaluation import evaluate_checkpoint
 from dsmscale.report.model_card import model_card
 from dsmscale.report.provenance import git_commit
 from dsmscale.weights import SHIPPED, WEIGHTS
+
+
+def training_data_info(ckpt: dict, data: Path) -> dict:
+    """What the card says about the training data: a randomised set's config and drawn
+    conditions (beside its dataset folder), else the simulator's summary.json beside --data."""
+    randomised = Path(ckpt["config"]["dataset"]).parent
+    if (randomised / "randomised.json").is_file():
+        return {"randomised": json.loads((randomised / "randomised.json").read_text()),
+                "conditions": pd.read_parquet(randomised / "conditions.parquet"
+                                              ).to_dict(orient="records")}
+    summary = data.parent / "summary.json"
+    return json.loads(summary.read_text()) if summary.is_file() else {}
 
 
 def main() -> None:
@@ -36,9 +50,7 @@ def main() -> None:
         m = evaluate_checkpoint(target, dataset, "test", args.run / f"eval_{dataset.name}")
         metrics[dataset.name] = {k: m.get(k) for k in ("n", "obj_acc", "pix_acc", "miou",
                                                        "fsc_resolution_nm")}
-    summary = args.data.parent / "summary.json"
-    card = model_card(args.name, target, ckpt, metrics,
-                      json.loads(summary.read_text()) if summary.is_file() else {},
+    card = model_card(args.name, target, ckpt, metrics, training_data_info(ckpt, args.data),
                       " ".join(["python", *sys.argv]), git_commit())
     target.with_suffix(".md").write_text(card)
     print(card)

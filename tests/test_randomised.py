@@ -109,6 +109,8 @@ def test_a_rerun_skips_the_tomograms_already_simulated(randomised):
     simulate_randomised(config, out, progress=False)
     assert mrc.stat().st_mtime_ns == before
     assert (out / "tomograms" / "TS_002.json").is_file()
+    with pytest.raises(InputError, match="another config"):
+        simulate_randomised(config.model_copy(update={"seed": 1}), out, progress=False)
 
 
 def test_the_command_writes_the_dataset(tmp_path, capsys):
@@ -120,3 +122,14 @@ def test_the_command_writes_the_dataset(tmp_path, capsys):
     assert "-> " + str(tmp_path / "out" / "dataset") in capsys.readouterr().out
     assert (tmp_path / "out" / "dataset" / "particles.parquet").is_file()
 
+
+
+def test_the_model_card_states_the_ranges_and_what_was_drawn(randomised):
+    from dsmscale.report.model_card import _randomised_data
+
+    _, out, _ = randomised
+    conditions = pd.read_parquet(out / "conditions.parquet")
+    line = _randomised_data(json.loads((out / "randomised.json").read_text()),
+                            conditions.to_dict(orient="records"))
+    assert "3 tomograms of 120 nm" in line and "SNR 0.005–0.1 (drawn " in line
+    assert f"{conditions['voxel_size_a'].min():.3g}–{conditions['voxel_size_a'].max():.3g}" in line

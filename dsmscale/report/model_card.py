@@ -5,6 +5,7 @@ Written beside each shipped checkpoint (``dsmscale/weights/*.md``) by ``jobs/shi
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from dsmscale.checkpoints import model_grid
@@ -73,7 +74,10 @@ def _augment(cfg: dict) -> str:
 
 
 def _training_data(cfg: dict, data_info: dict) -> str:
-    """How the training dataset was simulated, from the simulator's summary.json."""
+    """How the training dataset was simulated, from the simulator's summary.json (or a
+    randomised set's config and drawn conditions)."""
+    if "randomised" in data_info:
+        return _randomised_data(data_info["randomised"], data_info["conditions"])
     sim = data_info.get("config")
     if not sim:
         return "(no summary.json beside the datasets: simulation settings unknown)"
@@ -85,6 +89,29 @@ def _training_data(cfg: dict, data_info: dict) -> str:
             f"{tomo['defocus_um']:g} ± {tomo['defocus_jitter_um']:g} µm underfocus, MTF, WBP) at "
             f"**SNR {data_info['snr_measured'][name]:.3f} only (dataset {name})**; train split "
             f"{sim['split_fractions'][0]:.0%}.")
+
+
+def _randomised_data(config: dict, conditions: list[dict]) -> str:
+    """The card's line for a `dsmscale simulate-randomised` set: the ranges and what was drawn."""
+    r = config["ranges"]
+
+    def span(key: str, unit: str = "", fmt: str = "g") -> str:
+        drawn = [c[key] for c in conditions]
+        return (f"{r[key][0]:{fmt}}–{r[key][1]:{fmt}}{unit} (drawn {min(drawn):{fmt}}–"
+                f"{max(drawn):{fmt}})")
+
+    asymmetric = sum(not math.isclose(-c["tilt_min_deg"], c["tilt_max_deg"]) for c in conditions)
+    return (f"simulated by `dsmscale simulate-randomised` (seed {config['seed']}): "
+            f"{len(conditions)} tomograms of {config['lateral_nm']:g} nm across, each under its "
+            f"own conditions drawn from SNR {span('snr', fmt='.3g')} (log-uniform), defocus "
+            f"{span('defocus_um', ' µm', '.2g')}, Cs {' or '.join(f'{c:g}' for c in r['cs_mm'])} "
+            f"mm, tilt limits {r['tilt_limit_deg'][0]:g}–{r['tilt_limit_deg'][1]:g}° "
+            f"({asymmetric} asymmetric) in steps of "
+            f"{' / '.join(f'{c:g}' for c in r['tilt_step_deg'])}°, thickness "
+            f"{span('thickness_nm', ' nm', '.0f')}, voxel size {span('voxel_size_a', ' Å', '.3g')}"
+            f" (resampled to the model's grid), volume fraction "
+            f"{span('volume_fraction', fmt='.2f')}; whole tomograms split "
+            f"{config['split_fractions'][0]:.0%} train.")
 
 
 def _tilts(tomo: dict) -> str:
