@@ -45,7 +45,15 @@ from tqdm.auto import tqdm
 
 from dsmscale.config import JobConfig
 from dsmscale.errors import InputError
-from dsmscale.geometry import box_starts, boxes_inside, centres_inside, normalise_boxes, to_level
+from dsmscale.geometry import (
+    EDGE_TOLERANCE_PX,
+    box_starts,
+    boxes_inside,
+    centres_inside,
+    normalise_boxes,
+    onto_volume,
+    to_level,
+)
 from dsmscale.io.omezarr import Tomogram, open_tomogram
 from dsmscale.io.particles import (
     COORDS,
@@ -169,18 +177,20 @@ def _check_box(tomogram: Tomogram, box: int, steps: np.ndarray | None) -> None:
 def _checked_pixels(tomogram: Tomogram, table: ParticleTable, box: int,
                     steps: np.ndarray | None) -> pd.DataFrame:
     """The table in the tomogram's pixels (`tomogram_pixels`), checked: the box fits, the table
-    is non-empty, and its centres lie inside the volume."""
+    is non-empty, and its centres lie inside the volume (those within `EDGE_TOLERANCE_PX` of it
+    are rounding: moved onto it)."""
     _check_box(tomogram, box, steps)
     if len(table) == 0:
         raise InputError(tomogram.source, "particle table is empty")
     df = tomogram_pixels(tomogram, table)
-    outside = ~centres_inside(df[COORDS].to_numpy(), tomogram.shape)
+    outside = ~centres_inside(df[COORDS].to_numpy(), tomogram.shape, EDGE_TOLERANCE_PX)
     if outside.any():
         first = df.iloc[int(np.argmax(outside))]
         raise InputError(tomogram.source, (
             f"{int(outside.sum())} particle centres lie outside the volume {tomogram.shape} "
             f"(first: id {first['particle_id']} at z,y,x = "
             f"{first['z']:.1f}, {first['y']:.1f}, {first['x']:.1f} px)"))
+    df[COORDS] = onto_volume(df[COORDS].to_numpy(), tomogram.shape)
     return df
 
 

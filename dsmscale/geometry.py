@@ -31,11 +31,25 @@ def pixels_to_angstrom(coords_px: np.ndarray, voxel_size_a: float | np.ndarray,
     return to_level(coords_px, level, 0) * (np.asarray(voxel_size_a, float) / 2.0**level)
 
 
-def centres_inside(coords_px: np.ndarray, shape_zyx) -> np.ndarray:
-    """Which centres (n, 3) lie in a volume of ``shape_zyx``: within half a voxel of its
-    outermost voxel centres."""
+#: Centres at most this many voxels outside a volume are rounding, not position: e.g. an MRC
+#: header holds each axis's voxel size as cell / n in float32, so a centre on the edge, read
+#: back through Å, can land a few 1e-6 voxels beyond it.
+EDGE_TOLERANCE_PX = 1e-3
+
+
+def centres_inside(coords_px: np.ndarray, shape_zyx, tolerance_px: float = 0.0) -> np.ndarray:
+    """Which centres (n, 3) lie in a volume of ``shape_zyx``: within half a voxel (plus
+    ``tolerance_px``) of its outermost voxel centres."""
     coords = np.asarray(coords_px, dtype=np.float64)
-    return np.all((coords >= -0.5) & (coords < np.asarray(shape_zyx) - 0.5), axis=1)
+    return np.all((coords >= -0.5 - tolerance_px)
+                  & (coords < np.asarray(shape_zyx) - 0.5 + tolerance_px), axis=1)
+
+
+def onto_volume(coords_px: np.ndarray, shape_zyx) -> np.ndarray:
+    """Centres (n, 3) moved onto the volume where they lie just outside it (`centres_inside`
+    with `EDGE_TOLERANCE_PX`)."""
+    high = np.nextafter(np.asarray(shape_zyx, np.float64) - 0.5, 0)
+    return np.clip(np.asarray(coords_px, np.float64), -0.5, high)
 
 
 def box_starts(centres_px: np.ndarray, box: int) -> np.ndarray:

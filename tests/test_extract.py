@@ -144,6 +144,13 @@ def test_input_errors(blob_store):
     groups = group_by_slab(tomo, unbinned)  # placed through Å on the 8 Å grid
     np.testing.assert_allclose(groups.groups[0].particles[["z", "y", "x"]].to_numpy(),
                                [[3.0, 4, 100], [10, 20, 30]])
+    z_edge = tomo.shape[0] - 0.5
+    rounding = make_particles([[z_edge + 1e-5, 10, 10], [-0.5 - 1e-5, 10, 10]], "blobs", 8.0)
+    kept = group_by_slab(tomo, rounding, edge="pad").groups  # float noise: onto the edge
+    z = np.concatenate([g.particles["z"].to_numpy() for g in kept])
+    assert sorted(z) == [-0.5, np.nextafter(z_edge, 0)]
+    with pytest.raises(InputError, match="1 particle centres lie outside"):
+        group_by_slab(tomo, make_particles([[z_edge + 0.01, 10, 10]], "blobs", 8.0))
     empty = make_particles(np.empty((0, 3)), "blobs", 8.0)
     with pytest.raises(InputError, match="particle table is empty"):
         group_by_slab(tomo, empty)
