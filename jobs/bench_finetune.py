@@ -12,7 +12,7 @@ model's 10 Å, templates from the structures' models and maps, whole tomograms p
 test tomograms (never trained on): the shipped model zero-shot on the classes it knows; DSM-Net
 fine-tuned from ``default`` with N labelled particles per class; trained from scratch with the
 same N. Every step is kept in ``--workdir`` and skipped when rerun (training resumes).
-Writes ``OUT/finetune.{md,json}``. Last stdout line: one JSON object.
+Writes ``OUT/NAME.{md,json,png}`` (``--name``, default ``finetune``). Last stdout line: one JSON object.
 """
 
 from __future__ import annotations
@@ -109,9 +109,38 @@ def train_and_test(view: Path, out: Path, init: str | None, max_epochs: int | No
             "train_s": sum(entry["epoch_s"] for entry in result["history"])}
 
 
+def figure(figures: dict, path: Path) -> None:
+    """Test accuracy and mIoU against labels per class: fine-tuned and from scratch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = figures["per_class"]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, key, title in zip(axes, ("acc", "miou"), ("object accuracy", "mIoU"), strict=True):
+        for kind, style in (("finetune", "o-"), ("scratch", "s--")):
+            ax.plot(n, [figures[f"{kind}_{key}_{k}"] for k in n], style,
+                    label="fine-tuned from default" if kind == "finetune" else "from scratch")
+        if key == "acc":
+            ax.axhline(figures["zero_shot_acc"], color="grey", lw=1, ls=":",
+                       label="default zero-shot (known classes)")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(n, [str(k) for k in n])
+        ax.set_xlabel("labelled particles per class")
+        ax.set_title(f"{title}, held-out tomograms")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_results(out: Path, name: str, figures: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(figures, indent=2))
+    figure(figures, out / f"{name}.png")
     rows = [f"| {n} ({figures[f'train_boxes_{n}']}) | {figures[f'finetune_acc_{n}']:.3f} | "
             f"{figures[f'finetune_miou_{n}']:.3f} | {figures[f'finetune_train_s_{n}'] / 60:.0f} | "
             f"{figures[f'scratch_acc_{n}']:.3f} | {figures[f'scratch_miou_{n}']:.3f} | "
@@ -126,7 +155,8 @@ def write_results(out: Path, name: str, figures: dict) -> None:
         f"Shipped `default` zero-shot on the test tomograms (the {figures['zero_shot_classes']} "
         f"classes it knows): object accuracy **{figures['zero_shot_acc']:.3f}**.", "",
         "| labelled per class (train boxes) | fine-tuned acc | mIoU | min | from scratch acc | "
-        "mIoU | min |", "|---|---|---|---|---|---|---|", *rows, ""]
+        "mIoU | min |", "|---|---|---|---|---|---|---|", *rows, "",
+        f"![accuracy and mIoU against labels per class]({name}.png)", ""]
     (out / f"{name}.md").write_text("\n".join(text))
 
 
