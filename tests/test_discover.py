@@ -78,6 +78,11 @@ def test_streaming_kmeans_recovers_clusters_and_averages(tmp_path):
         members = clusters[clusters["cluster"] == c]
         expected = float(members["true_class"].str[1:].astype(int).iloc[0] + 1)
         np.testing.assert_allclose(averages[c], expected)
+    aligned = np.load(tmp_path / "discovery" / "cluster_averages_aligned.npy")
+    for c in range(3):  # aligned without a reference: constant boxes stay constant inside
+        np.testing.assert_allclose(aligned[c, 3:5, 3:5, 3:5], averages[c, 3:5, 3:5, 3:5],
+                                   rtol=1e-5)
+    assert all(e["aligned_members"] == 100 for e in summary["clusters"])  # a sample of 120
     assert max(summary["silhouette_by_k"], key=summary["silhouette_by_k"].get) == "3"
     assert (tmp_path / "discovery" / "tsne.png").is_file()
     for entry in summary["clusters"]:  # one class per cluster, predicted and true
@@ -91,9 +96,12 @@ def test_streaming_kmeans_recovers_clusters_and_averages(tmp_path):
 def test_several_tomograms_with_the_same_particle_ids(tmp_path):
     truth = fake_job(tmp_path, n_per=100, tomograms=2)
     assert truth["particle_id"].duplicated().any()  # ids restart in each tomogram
-    config = DiscoverConfig(k=3, batch_rows=256, tsne_sample=100, k_candidates=(3,))
+    config = DiscoverConfig(k=3, batch_rows=256, tsne_sample=100, k_candidates=(3,),
+                            align_members=0)
     summary = discover(tmp_path, config, truth=truth)
     assert summary["ari"] > 0.99 and summary["per_tomogram"] == {"t0": 150, "t1": 150}
+    assert not (tmp_path / "discovery" / "cluster_averages_aligned.npy").exists()
+    assert not any("alignment_score" in e for e in summary["clusters"])
     clusters = pd.read_parquet(tmp_path / "discovery" / "clusters.parquet")
     assert clusters.merge(truth, on=["tomogram", "particle_id"]).eval(
         "true_class == class_name_y").all()
@@ -114,8 +122,12 @@ def test_centres_from_a_sample_then_refined_over_all(tmp_path, epochs):
 def test_incremental_pca_path(tmp_path):
     truth = fake_job(tmp_path, n_per=80)
     summary = discover(tmp_path, DiscoverConfig(k=3, batch_rows=256, pca_components=16,
-                                                tsne_sample=60, k_candidates=(3,)), truth=truth)
+                                                tsne_sample=60, k_candidates=(3,),
+                                                align_min_size=81), truth=truth)
     assert summary["ari"] > 0.99
+    # clusters of 80, below the size aligned: their plain means stand in
+    np.testing.assert_array_equal(np.load(tmp_path / "discovery" / "cluster_averages_aligned.npy"),
+                                  np.load(tmp_path / "discovery" / "cluster_averages.npy"))
 
 
 def test_agreement_from_contingency_matches_scikit_learn():

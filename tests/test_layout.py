@@ -16,10 +16,10 @@ LAYERS = {
              "parallel"},
     "io": {"io"},
     "shared": {"models", "checkpoints", "weights", "inference", "metrics", "report",
-               "profiling"},
+               "profiling", "averaging", "statistics"},
     "stages": {"conversion", "picking", "extraction", "simulation", "training", "evaluation",
-               "averaging", "discovery"},
-    "top": {"pipeline", "datasets", "experiments", "cli", "__init__"},
+               "discovery"},
+    "top": {"pipeline", "datasets", "randomised", "experiments", "cli", "__init__"},
 }
 RANK = {name: rank for rank, names in enumerate(LAYERS.values()) for name in names}
 #: Layers whose members may import each other (a stage never imports another stage).

@@ -7,8 +7,13 @@ uniform sample (``fit_sample`` rows) to place the centres; MiniBatchKMeans ``par
 over every particle starting from them (`fit`); then a pass that assigns every particle to its
 nearest centre and tallies, per cluster, its size, composition by predicted class (and by true
 class when a truth table is given), mean classifier confidence, and the mean recovered density
-averaged from ``density.zarr`` in chunk-aligned blocks (`tally`). Figures: t-SNE of a sample,
-coloured by cluster and by class; central slices of each cluster's average density.
+averaged from ``density.zarr`` in chunk-aligned blocks (`tally`). That plain mean is a
+rotational blur (the particles lie in random orientations): each cluster's densities are also
+averaged with reference-free alignment (`dsmscale.averaging.reference_free_average`), over a
+uniform sample of at most ``align_members`` members drawn in the same pass (clusters of at least
+``align_min_size``). Figures: t-SNE of a
+sample, coloured by cluster and by class; central slices of each cluster's average density
+(the aligned one, where computed).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from dsmscale.averaging import average_recovered_reference_free
 from dsmscale.discovery.config import DiscoverConfig
 from dsmscale.discovery.features import project, uniform_sample
 from dsmscale.discovery.fit import fit_clusters, silhouette_by_k
@@ -53,21 +59,44 @@ def discover(job: str | os.PathLike | JobFolder, config: DiscoverConfig | None =
                             None if truth is None else _truth_by_particle(truth, job))
     averages = tally.averages()
     np.save(job.cluster_averages, averages)
+    job.aligned_cluster_averages.unlink(missing_ok=True)
+    alignment_scores = {}
+    if config.align_members:
+        averages, alignment_scores = _aligned_averages(job, tally, averages,
+                                                       config.align_min_size)
+        np.save(job.aligned_cluster_averages, averages)
     pick = np.random.default_rng(config.seed).permutation(len(boxes))[:config.tsne_sample]
     boxes, features = boxes[pick], project(sample[pick], pca)  # for the k report and t-SNE
-    summary = _summary(tally, config, features, truth is not None)
+    summary = _summary(tally, config, features, truth is not None, alignment_scores)
     _figures(job, config, tally, averages, boxes, sample[pick])
     write_file_atomic(job.discovery_summary,
                       lambda tmp: tmp.write_text(json.dumps(summary, indent=2, default=str)))
     return summary
 
 
+def _aligned_averages(job: JobFolder, tally: ClusterTally, plain: np.ndarray,
+                      min_size: int) -> tuple[np.ndarray, dict[int, float]]:
+    """Each cluster's reference-free average over its sampled members, and the mean
+    correlation of its members with it (last round); a cluster of fewer than ``min_size``
+    members keeps its plain mean."""
+    averages, scores = plain.copy(), {}
+    for c in range(tally.k):
+        if tally.size[c] >= min_size:
+            members = pd.DataFrame({"box_index": tally.sample(c)})
+            result = average_recovered_reference_free(job, members)
+            averages[c], scores[c] = result.average, result.round_scores[-1]
+    return averages, scores
+
+
 def _summary(tally: ClusterTally, config: DiscoverConfig, features: np.ndarray,
-             with_truth: bool) -> dict:
-    """The clusters, the silhouette by k, particles per tomogram, ARI and NMI against the truth,
-    and the clusters the classifier is unsure about (mean score below 0.8 × the median)."""
-    summary = {"k": config.k, "particles": int(tally.size.sum()),
-               "clusters": [_cluster_entry(tally, c) for c in range(config.k)],
+             with_truth: bool, alignment_scores: dict[int, float]) -> dict:
+    """The clusters (with the mean correlation of the members aligned for their average), the
+    silhouette by k, particles per tomogram, ARI and NMI against the truth, and the clusters the
+    classifier is unsure about (mean score below 0.8 × the median)."""
+    clusters = [_cluster_entry(tally, c) for c in range(config.k)]
+    for c, score in alignment_scores.items():
+        clusters[c] |= {"aligned_members": len(tally.sample(c)), "alignment_score": score}
+    summary = {"k": config.k, "particles": int(tally.size.sum()), "clusters": clusters,
                "silhouette_by_k": silhouette_by_k(config, features)
                if len(features) > max(config.k_candidates) else {},
                "per_tomogram": dict(tally.per_tomogram)}

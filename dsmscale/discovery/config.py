@@ -20,5 +20,11 @@ class DiscoverConfig(JobConfig):
     minibatch: int = Field(1024, ge=32, description="rows per partial_fit step")
     pca_components: int | None = Field(None, ge=2, description="IncrementalPCA first, if set")
     k_candidates: tuple[int, ...] = Field((8, 12, 16, 22, 28, 36), description="for the k report")
+    align_members: int = Field(100, ge=0, description="members per cluster (a uniform sample) "
+                               "averaged with reference-free alignment for its average density "
+                               "(the plain mean of all members is kept too); 0: no alignment")
+    align_min_size: int = Field(10, ge=2, description="smaller clusters keep their plain mean: "
+                                "a reference-free average of a handful is mostly its first "
+                                "member, and each cluster aligned costs seconds however small")
     tsne_sample: int = Field(2000, ge=50)
     seed: int = 0

@@ -18,13 +18,18 @@ from dsmscale.io.job import JobFolder
 
 
 class ClusterTally:
-    """Per-cluster figures accumulated batch by batch: memory O(k × classes + k × B³), not
-    O(particles). Sizes, mean classifier score, predicted (and true) class composition,
-    particles per tomogram, the sum of recovered densities, and the cluster × true-class
+    """Per-cluster figures accumulated batch by batch: memory O(k × classes + k × B³ + k ×
+    ``sample_size``), not O(particles). Sizes, mean classifier score, predicted (and true) class
+    composition, particles per tomogram, the sum of recovered densities, a uniform sample of
+    each cluster's box indexes (at most ``sample_size``, seeded), and the cluster × true-class
     contingency table behind ARI and NMI."""
 
-    def __init__(self, k: int, box_shape: tuple[int, ...]):
+    def __init__(self, k: int, box_shape: tuple[int, ...], sample_size: int = 0, seed: int = 0):
         self.k = k
+        self.sample_size = sample_size
+        self._rng = np.random.default_rng(seed)
+        self._sample = pd.DataFrame({"cluster": np.empty(0, np.int64),
+                                     "box_index": np.empty(0, np.int64), "key": np.empty(0)})
         self.size = np.zeros(k, np.int64)
         self.score_sum = np.zeros(k)
         self.predicted = [Counter() for _ in range(k)]
@@ -42,6 +47,14 @@ class ClusterTally:
         if "true_class" in part:
             for (c, name), n in part.groupby(["cluster", "true_class"]).size().items():
                 self.true[c][name] += int(n)
+        if self.sample_size:  # each cluster's rows of lowest random key: a uniform sample
+            keyed = part[["cluster", "box_index"]].assign(key=self._rng.random(len(part)))
+            self._sample = pd.concat([self._sample, keyed]).sort_values("key").groupby(
+                "cluster").head(self.sample_size)
+
+    def sample(self, c: int) -> np.ndarray:
+        """The sampled box indexes of cluster ``c``, sorted."""
+        return np.sort(self._sample.loc[self._sample["cluster"] == c, "box_index"].to_numpy())
 
     def add_density(self, density: zarr.Array, boxes: np.ndarray, clusters: np.ndarray,
                     block: int) -> None:
@@ -70,7 +83,7 @@ def assign_clusters(job: JobFolder, kmeans: KMeans | MiniBatchKMeans, pca: Incre
     tomogram, and true_class when ``truth`` maps (tomogram, particle_id) → class), and tallied
     per cluster."""
     density = job.open_density()
-    tally = ClusterTally(config.k, density.shape[1:])
+    tally = ClusterTally(config.k, density.shape[1:], config.align_members, config.seed)
     shutil.rmtree(job.clusters, ignore_errors=True)
     job.clusters.mkdir(parents=True)
     columns = ("particle_id", "box_index", "features", "class_name", "score", "tomogram")

@@ -14,7 +14,8 @@ Layout of ``JOB``::
     relion5/                 RELION 5 set of every tomogram (particles, tomograms, optimisation)
     copick/                  copick project: config, picks per tomogram and class
     maps/NAME_{labels,density}.zarr   tomogram-scale OME-Zarr maps (napari)
-    discovery/               the reduce stage: summary.json, clusters.parquet/, averages, figures
+    discovery/               the reduce stage: summary.json, clusters.parquet/, averages (plain and
+                             aligned), figures
     report.md
     summary.json             written last: the mark of a finished job
 
@@ -123,7 +124,13 @@ class JobFolder:
 
     @property
     def cluster_averages(self) -> Path:
+        """Each cluster's plain mean recovered density (k, B, B, B): no alignment."""
         return self.discovery / "cluster_averages.npy"
+
+    @property
+    def aligned_cluster_averages(self) -> Path:
+        """Each cluster's reference-free average of a sample of its members (k, B, B, B)."""
+        return self.discovery / "cluster_averages_aligned.npy"
 
     @property
     def tsne(self) -> Path:

@@ -42,6 +42,11 @@ def _discovery(job: JobFolder, discovery: dict) -> list[str]:
               f"{sorted(low) or 'none'}.", "",
               f"![t-SNE of the features]({job.tsne.relative_to(job.root)})", "",
               f"![cluster average densities]({job.cluster_gallery.relative_to(job.root)})", ""]
+    if any("alignment_score" in c for c in discovery["clusters"]):
+        lines += ["Averages aligned without a reference (a sample of each cluster's members); "
+                  "mean correlation of the members with their average: " + ", ".join(
+                      f"{c['cluster']}: {c['alignment_score']:.2f}" for c in discovery["clusters"]
+                      if "alignment_score" in c) + ".", ""]
     if discovery.get("silhouette_by_k"):
         best = max(discovery["silhouette_by_k"], key=discovery["silhouette_by_k"].get)
         lines += [f"Choosing k: silhouette on a sample is highest at k = {best} "
