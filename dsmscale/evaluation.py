@@ -78,6 +78,18 @@ class Scores:
             metrics["fsc_resolution_nm"] = fsc_resolution(mean_curve, box, voxel_size_a / 10)
         return metrics
 
+    def save_per_box(self, path: Path, index: np.ndarray, labels: np.ndarray) -> None:
+        """Per box, for paired tests of two models on the same boxes (`dsmscale.statistics`):
+        its dataset ``index``, true ``label`` (−1: unknown), ``predicted`` class (when the
+        model classifies) and segmentation ``counts`` (n, 2, 3; zeros without targets)."""
+        arrays = {"index": index, "label": labels}
+        if self.predicted:
+            arrays["predicted"] = np.concatenate(self.predicted)
+        if self.box_counts:
+            arrays["counts"] = np.concatenate(self.box_counts)
+        with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to the name
+            np.savez(f, **arrays)
+
     def group_metrics(self, labels: np.ndarray, groups: np.ndarray) -> dict[str, dict]:
         """Object accuracy (boxes of known class) and mIoU (boxes with targets) per value of
         ``groups`` (one per box, e.g. its tomogram)."""
@@ -101,7 +113,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
                         by: str | None = None) -> dict:
     """Evaluate a checkpoint on ``split`` (on the CPU, in the precision it supports); write
     metrics.json and figures to ``output``. FSC resolutions are in nm, from the dataset's voxel
-    size. ``by`` names a column of the dataset's table (e.g. ``tomogram``): the metrics are also
+    size; per-box results go to ``output/per_box.npz`` (`Scores.save_per_box`). ``by`` names a
+    column of the dataset's table (e.g. ``tomogram``): the metrics are also
     given per value of it, as ``metrics["by"][value]``."""
     configure_threads(threads)
     predictor = Predictor(checkpoint, batch_size=BATCH_SIZE, device=torch.device("cpu"))
@@ -121,6 +134,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
         metrics["by"] = scores.group_metrics(data.labels, data.table[by].to_numpy())
     if output is not None:
         _write(Path(output), metrics, predictor.classes, scores.examples)
+        write_file_atomic(Path(output) / "per_box.npz", lambda tmp: scores.save_per_box(
+            tmp, data.table["index"].to_numpy(), data.labels))
     return metrics
 
 

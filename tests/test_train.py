@@ -116,6 +116,11 @@ def test_evaluate_scores_what_the_model_predicts(tiny_checkpoint, tiny_dataset, 
     assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["obj_acc"])
     assert (tmp_path / "eval" / "confusion.png").is_file()
     assert (tmp_path / "eval" / "slices.png").is_file()
+    per_box = np.load(tmp_path / "eval" / "per_box.npz")
+    np.testing.assert_array_equal(per_box["label"], labels)
+    assert np.mean(per_box["predicted"] == labels) == pytest.approx(metrics["obj_acc"])
+    assert segmentation_scores(per_box["counts"].sum(0))["miou"] == pytest.approx(metrics["miou"])
+    assert sorted(per_box["index"]) == sorted(data.table["index"])
 
 
 def test_metrics_per_group_pool_back_to_the_whole(tiny_checkpoint, tiny_dataset):
