@@ -2,10 +2,14 @@
 
 Usage:
     python jobs/reproduce_paper.py --data data/sim/datasets --workdir data/runs [--rows N]
-                                   [--only dsmnet] [--tried] [--ray] [--tables-only]
+                                   [--heldout data/sim_seed1/datasets] [--only dsmnet]
+                                   [--tried | --seeds] [--ray] [--tables-only]
 
 The rows, their schedule and their cache are `dsmscale.experiments.reproduction`'s; the tables
-(results/reproduction.{md,json,png}) `dsmscale.report.reproduction`'s. Rows resume where they
+(results/reproduction.{md,json,png}) `dsmscale.report.reproduction`'s. With --heldout every
+finished row is also scored on every box of HELDOUT/A and HELDOUT/B (`dsmscale simulate --seed 1`:
+the same settings, a tomogram no row trained on) and the paper's claims are tested on those boxes
+too. Rows resume where they
 stopped; a row's run folder is held by one process while it trains, so processes started with
 the same command (say, one 1-thread process per core) share out the rows. With --ray each row is
 a Ray task (num_gpus=1 where the cluster has GPUs).
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from dsmscale.experiments.reproduction import (
     ROWS,
+    TRIED,
     planned_rows,
     recorded_rows,
     row_config,
@@ -41,6 +46,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--only", help="run only rows of this model (with --tried too)")
     parser.add_argument("--tried", action="store_true",
                         help="run only the rows that change the procedure (TRIED)")
+    parser.add_argument("--seeds", action="store_true",
+                        help="run only DSM-Net, Cls and Seg with training seeds 1 and 2 (A first)")
+    parser.add_argument("--heldout", type=Path, default=None,
+                        help="folder holding A/ and B/ simulated with another seed: every row "
+                             "is also scored on all their boxes")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--ray", action="store_true", help="one Ray task per row")
     parser.add_argument("--tables-only", action="store_true",
@@ -51,17 +61,19 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     command = "python jobs/reproduce_paper.py " + " ".join(  # the command that trains the rows
-        a for a in sys.argv[1:] if a not in ("--tables-only", "--tried"))
+        a for a in sys.argv[1:] if a not in ("--tables-only", "--tried", "--seeds"))
     every = planned_rows(args.threads)
-    selected = [row for row in (every[len(ROWS):] if args.tried else every[:args.rows])
-                if not args.only or row[1] == args.only]
+    tried_end = len(ROWS) + len(TRIED)
+    chosen = (every[len(ROWS):tried_end] if args.tried else every[tried_end:] if args.seeds
+              else every[:args.rows])
+    selected = [row for row in chosen if not args.only or row[1] == args.only]
     recorded = recorded_rows(args.results)  # finished: not trained again, even without a folder
     configs = [(config, variant(row[4])) for row in selected
                if (config := row_config(args.data, args.workdir, *row)).run_hash() not in recorded]
 
     def tables() -> list[dict]:
         return write_tables(args.data, args.workdir, args.results, command, args.threads,
-                            recorded)
+                            recorded, args.heldout)
 
     if args.ray and not args.tables_only:
         import ray

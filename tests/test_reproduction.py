@@ -41,7 +41,12 @@ def report(tiny_dataset, tmp_path_factory):
             _row("dsrf3d_v2", 0.05) | {"converged": False, "train_loss_first_last": [3.1, 3.0],
                                        "precision": "fp32"},
             _row("dsmnet", 0.93, 0.85, 0.997, variant="augment=True", run_hash="aug")
-            | {"f1_per_class": f1["aug"]}]
+            | {"f1_per_class": f1["aug"]},
+            _row("dsmnet", 0.86, 0.84, 0.997, variant="seed=1", run_hash="s1")
+            | {"seed": 1, "f1_per_class": f1["aug"], "heldout": {"miou": 0.80, "obj_acc": 0.70,
+                                                                  "n": 900, "data": "held"}},
+            _row("dsmnet", 0.88, 0.85, 0.997, variant="seed=2", run_hash="s2") | {"seed": 2}]
+    rows[0]["heldout"] = {"miou": 0.82, "obj_acc": 0.74, "n": 900, "data": "held"}
     n_test = int((table["split"] == "test").sum())
     for r in rows:  # the dataset folder's test split, but DSRF3D-v2 saw another simulation
         r["n_test"] = n_test + 2 * (r["model"] == "dsrf3d_v2")
@@ -50,10 +55,16 @@ def report(tiny_dataset, tmp_path_factory):
                 "max_epochs": 24, "run_hash": "d18a", "train_loss_first_last": [3.2521, 3.0922],
                 "val_obj_acc": 0.0452, "precision": "fp32", "threads": 2}
     waiting = {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 0}
+    claims = [{"dataset": "A", "a": "dsmnet", "b": "cls", "metric": "obj_acc",
+               "claim_a_better": True, "test_set": "held-out", "n": 900, "p_value": 0.0123,
+               "only_a": 40, "only_b": 20, "difference": 20 / 900, "verdict": "holds"},
+              {"dataset": "A", "a": "dsmnet", "b": "seg", "metric": "miou", "claim_a_better": True,
+               "test_set": "test split", "n": 352, "interval": [-0.021, 0.004],
+               "difference": -0.01, "verdict": "undecided"}]
     write_results(rows, tiny_dataset.parent, "cmd", results,
-                  pending=[training] + [waiting] * 8, schedule="a schedule")
+                  pending=[training] + [waiting] * 8, schedule="a schedule", claims=claims)
     return {"rows": rows, "md": (results / "reproduction.md").read_text(), "results": results,
-            "n_test": n_test, "table": table}
+            "n_test": n_test, "table": table, "claims": claims}
 
 
 def test_targets_say_met_missed_or_pending(report):
@@ -125,7 +136,66 @@ def test_target_share_and_per_class_sizes_are_measured_from_the_masks(report, ti
 
 def test_json_holds_the_rows_and_the_figure_is_drawn(report):
     assert (report["results"] / "reproduction.png").is_file()
-    assert json.loads((report["results"] / "reproduction.json").read_text()) == report["rows"]
+    assert json.loads((report["results"] / "reproduction.json").read_text()) == {
+        "rows": report["rows"], "claims": report["claims"]}
+
+
+def test_heldout_claims_and_seeds_are_tabled(report):
+    md, n_test = report["md"], report["n_test"]
+    assert f"| A | dsmnet | 1:10:1 | {n_test} | 900 | 86.00 / 82.00 | 90.00 / 74.00 |" in md
+    assert ("| A | dsmnet > cls | object acc | held-out (900) | +2.22 | p = 0.0123 (40 vs 20 boxes "
+            "right by one only) | **holds** |") in md
+    assert ("| A | dsmnet > seg | mIoU | test split (352) | -1.00 | [-2.10, +0.40] | "
+            "**undecided** |") in md
+    # seeds 0, 1, 2 of DSM-Net: accuracy 90, 86, 88 → 88 ± 2; held out only seeds 0 and 1
+    assert ("| A | dsmnet | 1:10:1 | 0, 1, 2 | 85.00 ± 1.00 (3) | 81.00 ± 1.41 (2) | "
+            "88.00 ± 2.00 (3) | 72.00 ± 2.83 (2) |") in md
+    assert "seed=1 |" not in md.split("## Tried")[1]  # seeds are not tried changes
+
+
+def test_the_papers_claims_pair_multi_with_single_task_models():
+    from dsmscale.report.reproduction import CLAIMS
+    assert ("A", "dsmnet", "cls", "obj_acc", True) in CLAIMS
+    assert ("B", "dsmnet", "seg", "miou", True) in CLAIMS
+    assert ("A", "cls_rec", "cls", "obj_acc", True) in CLAIMS
+    assert not any(c[1] == "dsrf3d_v2" or c[2] == "dsmnet" for c in CLAIMS)
+    assert all(c[3] == "obj_acc" or c[2] in ("seg", "ssn3d_ed") for c in CLAIMS)
+
+
+def _per_box(path, predicted, counts, labels):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, index=np.arange(len(labels)), label=labels, predicted=predicted,
+                 counts=counts)
+
+
+def test_claims_are_tested_on_the_same_boxes_of_the_rows_run_folders(tmp_path):
+    from dsmscale.statistics import mcnemar
+    data, workdir, weights = tmp_path / "data", tmp_path / "work", (1.0, 10.0, 1.0)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 400)
+    labels[:10] = -1  # class unknown: left out of accuracy
+    counts = rng.integers(1, 100, (400, 2, 3))
+    a = np.where(rng.random(400) < 0.9, labels, (labels + 1) % 5)  # a: ~90 %, b: ~70 %
+    b = np.where(rng.random(400) < 0.7, labels, (labels + 1) % 5)
+    folder = {m: workdir / "runs" / reproduction.row_config(data, workdir, "A", m, weights, None)
+              .run_hash() for m in ("dsmnet", "cls")}
+    _per_box(folder["dsmnet"] / "eval_heldout" / "per_box.npz", a, counts, labels)
+    _per_box(folder["cls"] / "eval_heldout" / "per_box.npz", b, counts, labels)
+    tests = reproduction.claim_tests(data, workdir, None)
+    assert [(t["a"], t["b"], t["test_set"]) for t in tests] == [("dsmnet", "cls", "held-out")]
+    expected = mcnemar(a[10:] == labels[10:], b[10:] == labels[10:])
+    assert tests[0]["p_value"] == expected.p_value and tests[0]["n"] == 390
+    assert tests[0]["verdict"] == "holds" and tests[0]["difference"] > 0.1
+    same = reproduction.paired_test(folder["dsmnet"] / "eval_heldout" / "per_box.npz",
+                                    folder["cls"] / "eval_heldout" / "per_box.npz", "miou", True)
+    assert same["difference"] == 0 and same["verdict"] == "undecided"  # identical counts
+    other = tmp_path / "other.npz"
+    with open(other, "wb") as f:
+        np.savez(f, index=np.arange(1, 401), label=labels, predicted=b, counts=counts)
+    with pytest.raises(ValueError, match="different boxes"):
+        reproduction.paired_test(folder["dsmnet"] / "eval_heldout" / "per_box.npz", other,
+                                 "obj_acc", True)
 
 
 def test_finished_rows_read_run_folders_and_keep_recorded_rows_whose_folder_is_gone(tmp_path):
@@ -136,8 +206,11 @@ def test_finished_rows_read_run_folders_and_keep_recorded_rows_whose_folder_is_g
     assert len(set(hashes)) == 3
     results = tmp_path / "results"
     results.mkdir()
-    (results / "reproduction.json").write_text(json.dumps(
+    (results / "reproduction.json").write_text(json.dumps(  # written before the claims
         [{"run_hash": h, "source": "record"} for h in hashes[:2]]))
+    assert set(reproduction.recorded_rows(results)) == set(hashes[:2])
+    (results / "reproduction.json").write_text(json.dumps(
+        {"rows": [{"run_hash": h, "source": "record"} for h in hashes[:2]], "claims": []}))
     recorded = reproduction.recorded_rows(results)
     assert set(recorded) == set(hashes[:2])
     assert reproduction.recorded_rows(tmp_path / "nowhere") == {}

@@ -7,7 +7,10 @@ one-cycle Adam (max lr 1e-3, betas 0.9/0.99), batch 64 run as micro-batches of 8
 gradients, BatchNorm statistics per micro-batch), early stopping patience 15 — an epoch cap
 instead of the paper's 100 epochs, so the table is affordable on 2 CPU cores. The rows of
 `TRIED` change one thing of the procedure, to close a gap to the paper or to test a reading of
-it; they are tabled apart. A finished row whose run folder is gone keeps the record
+it; they are tabled apart. `SEED_ROWS` retrain DSM-Net, Cls and Seg with other seeds, for the
+spread a training seed makes. Each row is also scored on a held-out simulation of its dataset
+(another seed's tomogram, every box), and the paper's claims (`CLAIMS`) are tested pairwise on the
+same boxes (`dsmscale.statistics`). A finished row whose run folder is gone keeps the record
 ``results/reproduction.json`` holds of it. The tables are `dsmscale.report.reproduction`'s.
 """
 
@@ -16,11 +19,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from dsmscale.checkpoints import load_checkpoint
 from dsmscale.evaluation import evaluate_checkpoint
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.report.provenance import git_commit
-from dsmscale.report.reproduction import write_results
+from dsmscale.report.reproduction import CLAIMS, write_results
+from dsmscale.statistics import mcnemar, paired_bootstrap_miou, verdict
 from dsmscale.training import TrainConfig
 from dsmscale.training.runs import history, in_workdir, trained_checkpoint
 
@@ -46,13 +52,19 @@ TRIED = [
     ("A", "dsmnet", PAPER_WEIGHTS, {"batch_norm": False}),
     ("A", "dsrf3d_v2", PAPER_WEIGHTS, {"batch_norm": False}),
 ]
+#: Training seeds beyond the common procedure's 0, for DSM-Net and its single-task subnets.
+SEED_ROWS = [(dataset, model, PAPER_WEIGHTS, {"seed": seed}) for dataset in ("A", "B")
+             for seed in (1, 2) for model in ("dsmnet", "cls", "seg")]
+#: The sets a row is scored on, by name, with the folder of its run folder that holds the
+#: evaluation (and its per-box results).
+TEST_SETS = (("test split", "eval"), ("held-out", "eval_heldout"))
 
 
 def planned_rows(threads: int | None) -> list[tuple]:
-    """Every row, common procedure first, then the tried ones: (dataset, model, weights,
-    threads, changes)."""
+    """Every row, common procedure first, then the tried ones, then the other seeds: (dataset,
+    model, weights, threads, changes)."""
     return ([(*r, threads, None) for r in ROWS]
-            + [(*r[:3], threads, r[3]) for r in TRIED])
+            + [(*r[:3], threads, r[3]) for r in TRIED + SEED_ROWS])
 
 
 def row_config(data: Path, workdir: Path, dataset: str, model: str, weights, threads,
@@ -115,7 +127,7 @@ def run_row(config: TrainConfig, label: str | None = None) -> dict:
         "threads": epochs[-1]["threads"],
         "train_loss_first_last": [epochs[0]["train_total"], epochs[-1]["train_total"]],
         "run_hash": config.run_hash(), "n_test": metrics["n"], "commit": commit,
-        "variant": label,
+        "variant": label, "seed": config.seed,
     }
     write_file_atomic(cached, lambda tmp: tmp.write_text(json.dumps(row, indent=2)))
     return row
@@ -125,7 +137,11 @@ def recorded_rows(results: Path) -> dict[str, dict]:
     """The rows results/reproduction.json already holds, by run hash. A row whose run folder is
     gone (a new machine, a cluster node's scratch disk) keeps what was measured."""
     path = results / "reproduction.json"
-    return {r["run_hash"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    found = json.loads(path.read_text())
+    rows = found["rows"] if isinstance(found, dict) else found  # a list before the claims
+    return {r["run_hash"]: r for r in rows}
 
 
 def is_finished(config: TrainConfig, recorded: dict[str, dict]) -> bool:
@@ -135,15 +151,16 @@ def is_finished(config: TrainConfig, recorded: dict[str, dict]) -> bool:
 
 
 def finished_rows(plan: list[tuple], data: Path, workdir: Path,
-                  recorded: dict[str, dict]) -> list[dict]:
+                  recorded: dict[str, dict], heldout: Path | None = None) -> list[dict]:
     """The results of the planned rows that have finished, in plan order: from the run folder
-    when it is on disk (`row_record`), otherwise as ``recorded`` holds them."""
+    when it is on disk (`row_record`; scored on ``heldout/DATASET`` too when given), otherwise as
+    ``recorded`` holds them."""
     rows = []
     for row in plan:
         config = row_config(data, workdir, *row)
         if is_finished(config, recorded):
             on_disk = (Path(config.output) / "result.json").is_file()
-            rows.append(row_record(Path(config.output), config.dataset) if on_disk
+            rows.append(row_record(Path(config.output), config.dataset, heldout) if on_disk
                         else recorded[config.run_hash()])
     return rows
 
@@ -170,12 +187,12 @@ def pending_rows(plan: list[tuple], data: Path, workdir: Path,
     return pending
 
 
-def row_record(out: Path, dataset: str) -> dict:
+def row_record(out: Path, dataset: str, heldout: Path | None = None) -> dict:
     """A finished row's result.json with all the tables take from its run folder, so that
     results/reproduction.json alone rebuilds them: its threads (rows cached before results
     recorded them), validation loss and object accuracy at the best and the last epoch
-    (``val_best_last``), test F1 per class and, under the common procedure, the test scores of
-    the last epoch."""
+    (``val_best_last``), test F1 per class, under the common procedure the test scores of
+    the last epoch, and its scores on ``heldout/DATASET`` (``heldout``) when that exists."""
     result = json.loads((out / "result.json").read_text())
     epochs = json.loads((out / "history.json").read_text())
     best, last = epochs[result["best_epoch"] - 1], epochs[-1]
@@ -187,7 +204,55 @@ def row_record(out: Path, dataset: str) -> dict:
         result["f1_per_class"] = metrics["f1_per_class"]
     if not result.get("variant"):
         result["last_epoch"] = last_epoch_scores(out, dataset)
+    if heldout is not None and (heldout / Path(dataset).name).is_dir():
+        result["heldout"] = heldout_scores(out, heldout / Path(dataset).name)
     return result
+
+
+def heldout_scores(out: Path, dataset: Path) -> dict:
+    """The row's best checkpoint scored on every box of ``dataset`` (a simulation of the row's
+    dataset with another seed: a tomogram it never saw); evaluated once, cached in
+    OUTPUT/eval_heldout (with its per-box results for the paired tests)."""
+    cached = out / "eval_heldout" / "metrics.json"
+    metrics = (json.loads(cached.read_text()) if cached.is_file() else
+               evaluate_checkpoint(out / "best.pt", dataset, ["train", "val", "test"],
+                                   out / "eval_heldout"))
+    return {k: metrics.get(k) for k in SCORES} | {"n": metrics["n"], "data": str(dataset)}
+
+
+def paired_test(a: Path, b: Path, metric: str, claim_a_better: bool) -> dict:
+    """Model a against model b on the same boxes, from their ``per_box.npz``: McNemar's test of
+    object accuracy (boxes of known class) or a paired bootstrap of mIoU; the difference a − b,
+    its p-value or 95 % interval and the verdict on the claim that a is (or is not) better."""
+    with np.load(a) as box_a, np.load(b) as box_b:
+        if not np.array_equal(box_a["index"], box_b["index"]):
+            raise ValueError(f"{a} and {b} hold different boxes; evaluate both on one split")
+        if metric == "obj_acc":
+            known = box_a["label"] >= 0
+            test = mcnemar(box_a["predicted"][known] == box_a["label"][known],
+                           box_b["predicted"][known] == box_a["label"][known])
+            found = {"n": test.n, "p_value": test.p_value, "only_a": test.only_a,
+                     "only_b": test.only_b}
+        else:
+            test = paired_bootstrap_miou(box_a["counts"], box_b["counts"])
+            found = {"n": len(box_a["counts"]), "interval": [test.low, test.high]}
+    return found | {"difference": test.difference, "verdict": verdict(test, claim_a_better)}
+
+
+def claim_tests(data: Path, workdir: Path, threads: int | None) -> list[dict]:
+    """Each of the paper's `CLAIMS` tested on each test set both rows (common procedure, seed
+    0) were scored on, as far as their run folders hold per-box results."""
+    tests = []
+    for dataset, a, b, metric, a_better in CLAIMS:
+        folders = [Path(row_config(data, workdir, dataset, model, PAPER_WEIGHTS, threads).output)
+                   for model in (a, b)]
+        for name, folder in TEST_SETS:
+            files = [f / folder / "per_box.npz" for f in folders]
+            if all(f.is_file() for f in files):
+                tests.append({"dataset": dataset, "a": a, "b": b, "metric": metric,
+                              "claim_a_better": a_better, "test_set": name}
+                             | paired_test(*files, metric, a_better))
+    return tests
 
 
 def last_epoch_scores(out: Path, dataset: str) -> dict:
@@ -200,12 +265,14 @@ def last_epoch_scores(out: Path, dataset: str) -> dict:
 
 
 def write_tables(data: Path, workdir: Path, results: Path, command: str, threads: int | None,
-                 recorded: dict[str, dict]) -> list[dict]:
-    """results/ from the finished rows and the progress of the common procedure's others; the
-    finished rows."""
+                 recorded: dict[str, dict], heldout: Path | None = None) -> list[dict]:
+    """results/ from the finished rows (scored on ``heldout`` too when given), the paired tests
+    of the paper's claims and the progress of the common procedure's other rows; the finished
+    rows."""
     every = planned_rows(threads)
-    rows = finished_rows(every, data, workdir, recorded)
+    rows = finished_rows(every, data, workdir, recorded, heldout)
     pending = pending_rows(every[:len(ROWS)], data, workdir, recorded)
     schedule = schedule_text(row_config(data, workdir, *every[0]))
-    write_results(rows, data, command, results, pending, schedule)
+    write_results(rows, data, command, results, pending, schedule,
+                  claim_tests(data, workdir, threads))
     return rows

@@ -1,9 +1,11 @@
 """The tables of the paper reproduction (`dsmscale.experiments.reproduction`):
 results/reproduction.{md,json,png} from finished rows.
 
-Ours beside the paper's, the issue's targets met or missed, where the target fills how much of
-the box (ours measured, the paper's implied by its scores), the rows that tried a change of the
-procedure, per-class F1 of the DSM-Net rows, and a figure of ours against the paper's.
+Ours beside the paper's, the issue's targets met or missed, the scores on held-out tomograms,
+the paper's claims tested on the same boxes, the spread of training seeds, where the target
+fills how much of the box (ours measured, the paper's implied by its scores), the rows that tried
+a change of the procedure, per-class F1 of the DSM-Net rows, and a figure of ours against the
+paper's.
 """
 
 from __future__ import annotations
@@ -31,6 +33,28 @@ PAPER = {
 }
 
 
+#: Models with more than one task against the single-task models of each score.
+MULTI_TASK = ("dsmnet", "cls_seg", "cls_rec")
+SINGLE_TASK = {"obj_acc": ("cls",), "miou": ("seg", "ssn3d_ed")}
+
+
+def paper_claims() -> list[tuple[str, str, str, str, bool]]:
+    """The paper's claims that a multi-task model beats (or not) a single-task one on a score:
+    (dataset, multi-task model, single-task model, score, the paper's a > b), for every pair
+    the paper gives both figures of."""
+    index = {"miou": 1, "obj_acc": 2}
+    claims = []
+    for (dataset, a), figures in PAPER.items():
+        for metric, singles in SINGLE_TASK.items():
+            for b in singles:
+                theirs = PAPER.get((dataset, b), (None,) * 3)[index[metric]]
+                ours = figures[index[metric]]
+                if a in MULTI_TASK and isinstance(ours, float) and isinstance(theirs, float):
+                    claims.append((dataset, a, b, metric, ours > theirs))
+    return claims
+
+
+CLAIMS = paper_claims()
 #: The issue's targets for DSM-Net at 1:10:1: (object accuracy, mIoU) per dataset.
 TARGETS = {"A": (0.94, 0.89), "B": (0.54, 0.814)}
 
@@ -68,17 +92,22 @@ def _fmt(value, scale=100.0):
 
 
 def write_results(rows: list[dict], data: Path, command: str, results: Path,
-                  pending: list[dict], schedule: str) -> None:
-    """results/reproduction.{json,md,png} from the finished rows (common procedure and tried),
-    which hold all the tables need; ``pending`` holds the common procedure's unfinished rows and
-    how far each has trained (`dsmscale.experiments.reproduction.pending_rows`), ``schedule``
-    how every row was trained."""
+                  pending: list[dict], schedule: str, claims: list[dict] | None = None) -> None:
+    """results/reproduction.{json,md,png} from the finished rows (common procedure, tried and
+    other seeds), which hold all the tables need; ``pending`` holds the common procedure's
+    unfinished rows and how far each has trained (`dsmscale.experiments.reproduction.
+    pending_rows`), ``schedule`` how every row was trained, ``claims`` the paired tests of the
+    paper's claims (`dsmscale.experiments.reproduction.claim_tests`)."""
     results.mkdir(exist_ok=True)
-    _write(results / "reproduction.json", json.dumps(rows, indent=2))
+    claims = claims or []
+    _write(results / "reproduction.json", json.dumps({"rows": rows, "claims": claims}, indent=2))
     table = [r for r in rows if not r.get("variant")]
     lines = header_lines(rows, data, command, schedule) + main_table_lines(table)
     lines += test_split_lines(table, data)
     lines += target_lines(table)
+    lines += heldout_lines(table)
+    lines += claim_lines(claims)
+    lines += seed_lines(rows)
     lines += loss_ratio_lines(table)
     lines += convergence_lines(table)
     lines += pending_lines(pending, len(table) + len(pending))
@@ -338,9 +367,88 @@ def share_lines(rows: list[dict], data: Path) -> list[str]:
     return lines
 
 
+def heldout_lines(table: list[dict]) -> list[str]:
+    """Each row's scores on the test split beside those on a held-out tomogram of the same
+    settings (`dsmscale.experiments.reproduction.heldout_scores`)."""
+    scored = [r for r in table if r.get("heldout")]
+    if not scored:
+        return []
+    lines = ["", "## On held-out tomograms", "",
+             "The paper's test split is boxes of the tomogram the training boxes come from. Held "
+             "out: every box of the same settings simulated with another seed (`"
+             + "`, `".join(sorted({r["heldout"]["data"] for r in scored})) + "`), a tomogram no "
+             "row trained on.", "",
+             "| dataset | model | loss | test boxes | held-out boxes | mIoU test / held-out | "
+             "object acc test / held-out |", "|---|---|---|---|---|---|---|"]
+    for r in scored:
+        held = r["heldout"]
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['loss_ratio']} | {r['n_test']} | "
+                     f"{held['n']} | {_fmt(r['miou'])} / {_fmt(held['miou'])} | "
+                     f"{_fmt(r['obj_acc'])} / {_fmt(held['obj_acc'])} |")
+    return lines
+
+
+def claim_lines(claims: list[dict]) -> list[str]:
+    """The paper's claims, each tested on the same boxes: holds, does not hold or undecided at
+    p < 0.05."""
+    if not claims:
+        return []
+    lines = ["", "## The paper's claims, tested", "",
+             "Each claim of the paper that a multi-task model beats (or not) a single-task one, "
+             "tested on the same boxes (`dsmscale.statistics`): object accuracy by McNemar's exact "
+             "test, mIoU by a paired bootstrap over boxes (BCa, 2,000 resamples, 95 % interval). "
+             "Holds / does not hold: significant at p < 0.05 in the paper's direction / the "
+             "other; undecided: not significant. Difference = a − b in points.", "",
+             "| dataset | claim | score | test set (boxes) | a − b | p / 95 % interval | "
+             "verdict |", "|---|---|---|---|---|---|---|"]
+    for c in claims:
+        relation = ">" if c["claim_a_better"] else "≤"
+        evidence = (f"p = {c['p_value']:.3g} ({c['only_a']} vs {c['only_b']} boxes right by "
+                    "one only)" if c["metric"] == "obj_acc" else
+                    f"[{c['interval'][0] * 100:+.2f}, {c['interval'][1] * 100:+.2f}]")
+        lines.append(f"| {c['dataset']} | {c['a']} {relation} {c['b']} | "
+                     f"{'object acc' if c['metric'] == 'obj_acc' else 'mIoU'} | "
+                     f"{c['test_set']} ({c['n']}) | {c['difference'] * 100:+.2f} | {evidence} | "
+                     f"**{c['verdict']}** |")
+    return lines
+
+
+def seed_lines(rows: list[dict]) -> list[str]:
+    """Mean ± standard deviation over training seeds of each row retrained with other seeds
+    (seed 0 is the common procedure's row), on the test split and held out, with the seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if not r.get("variant") or r.get("seed"):
+            groups.setdefault((r["dataset"], r["model"], r["loss_ratio"]), []).append(r)
+    groups = {k: rs for k, rs in groups.items() if len(rs) > 1}
+    if not groups:
+        return []
+
+    def spread(rs: list[dict], key: str, held: bool = False) -> str:
+        values = [(r.get("heldout") or {}).get(key) if held else r.get(key) for r in rs]
+        values = [v * 100 for v in values if v is not None]
+        if not values:
+            return "—"
+        sd = f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+        return f"{np.mean(values):.2f}{sd} ({len(values)})"
+
+    lines = ["", "## Training seeds", "",
+             "Rows retrained with other seeds (`python jobs/reproduce_paper.py ... --seeds`): mean "
+             "± standard deviation over seeds (in brackets: how many), on the test split and "
+             "held out.", "",
+             "| dataset | model | loss | seeds | mIoU test | mIoU held-out | object acc test | "
+             "object acc held-out |", "|---|---|---|---|---|---|---|---|"]
+    for (dataset, model, ratio), rs in groups.items():
+        seeds = ", ".join(str(r.get("seed", 0)) for r in rs)
+        lines.append(f"| {dataset} | {model} | {ratio} | {seeds} | {spread(rs, 'miou')} | "
+                     f"{spread(rs, 'miou', True)} | {spread(rs, 'obj_acc')} | "
+                     f"{spread(rs, 'obj_acc', True)} |")
+    return lines
+
+
 def tried_lines(rows: list[dict]) -> list[str]:
     """The tried rows beside the same row under the common procedure (change in points)."""
-    tried = [r for r in rows if r.get("variant")]
+    tried = [r for r in rows if r.get("variant") and not r.get("seed")]
     if not tried:
         return []
     common = {(r["dataset"], r["model"], r["loss_ratio"]): r for r in rows if not r.get("variant")}
@@ -379,7 +487,8 @@ def per_class_lines(rows: list[dict], data: Path) -> list[str]:
 
     f1, dataset_of = {}, {}
     for r in rows:
-        if r["model"] == "dsmnet" and r["loss_ratio"] == "1:10:1" and "f1_per_class" in r:
+        if (r["model"] == "dsmnet" and r["loss_ratio"] == "1:10:1" and "f1_per_class" in r
+                and not r.get("seed")):
             label = f"F1 {r['dataset']}{' ' + r['variant'] if r.get('variant') else ''}"
             f1[label] = pd.Series(r["f1_per_class"])
             dataset_of[label] = r["dataset"]
