@@ -16,10 +16,13 @@ MONITOR_TEXT = {"val_loss": "lowest validation loss",
 
 
 def model_card(name: str, target: Path, ckpt: dict, metrics: dict[str, dict], data_info: dict,
-               command: str, commit: str) -> str:
+               command: str, commit: str, training: dict | None = None,
+               held_out: dict[str, dict] | None = None, held_out_source: str = "") -> str:
     """The card of checkpoint ``ckpt`` shipped as ``target`` under ``name``: its classes,
-    training data (``data_info``, the simulator's summary.json), input, config, provenance and
-    test ``metrics`` per dataset."""
+    training data (``data_info``, the simulator's summary.json), input, config, how long it
+    trained on what (``training``: ``epochs``, ``wall_s``, ``precision``, ``threads``,
+    ``machine``), provenance, test ``metrics`` per dataset and scores on tomograms it never saw
+    (``held_out``: set → n, obj_acc, miou; from ``held_out_source``)."""
     cfg = ckpt["config"]
     box, voxel_a = model_grid(ckpt)
     distilled = _distillation(cfg, ckpt.get("teacher_run_hash")) + _fine_tuning(ckpt)
@@ -42,7 +45,7 @@ ckpt['state_dict'].values()):,} parameters and buffers, {target.stat().st_size /
   {cfg['max_epochs']} epochs {cfg['schedule']},
   seed {cfg['seed']}; best epoch ({MONITOR_TEXT[cfg.get('monitor', 'val_loss')]})
   {ckpt['epoch'] + 1} of {cfg['max_epochs']}.
-{distilled}- **Command:** `{command}` at commit `{commit}`; run hash
+{distilled}{_training_time(training)}- **Command:** `{command}` at commit `{commit}`; run hash
   `{ckpt['run_hash']}`.
 
 ## Test-split metrics (this checkpoint, `dsmscale evaluate`)
@@ -50,9 +53,33 @@ ckpt['state_dict'].values()):,} parameters and buffers, {target.stat().st_size /
 | dataset | n | object acc | pixel acc | mIoU | FSC 0.5 (nm) |
 |---|---|---|---|---|---|
 {rows}
-
+{_held_out(held_out, held_out_source)}
 Limits: trained on simulation only; on real tomograms expect a domain gap (use it to
 bootstrap, then fine-tune on labelled real data).
+"""
+
+
+def _training_time(training: dict | None) -> str:
+    """The card's line on how long the run trained, in what precision, on what machine."""
+    if not training:
+        return ""
+    return (f"- **Training:** {training['epochs']} epochs in {training['wall_s'] / 60:.0f} min, "
+            f"{training['precision']} on {training['threads']} threads of "
+            f"{training['machine']}.\n")
+
+
+def _held_out(held_out: dict[str, dict] | None, source: str) -> str:
+    """The card's table of scores on tomograms the model never saw."""
+    if not held_out:
+        return ""
+    rows = "\n".join(f"| {label} | {s['n']} | {_pct(s.get('obj_acc'))} | {_pct(s.get('miou'))} |"
+                     for label, s in held_out.items())
+    return f"""
+## On tomograms it never saw ({source})
+
+| set | boxes | object acc | mIoU |
+|---|---|---|---|
+{rows}
 """
 
 
