@@ -191,7 +191,8 @@ def target_lines(figures: dict) -> list[str]:
         for label, get in score_sets(first):
             for key in ("obj_acc", "miou"):
                 ours, theirs = get(models["student"]).get(key), get(first).get(key)
-                lines.append(checked(f"{label} {key}", ours,
+                title = "object accuracy" if key == "obj_acc" else "mIoU"
+                lines.append(checked(f"{label}: student's {title} ≥ {name}'s − 1 point", ours,
                                      None if theirs is None else theirs - STUDENT_WITHIN))
     return lines
 
