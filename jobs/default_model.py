@@ -67,8 +67,11 @@ def scores(metrics: dict) -> dict:
 
 
 def pooled(groups: pd.DataFrame) -> dict:
-    """Boxes' object accuracy and the box-weighted mean mIoU of a set of tomograms."""
+    """Boxes' object accuracy and the box-weighted mean mIoU of a set of tomograms (None for
+    an empty set, e.g. a randomised test set that drew no tomogram at SNR ≥ 0.03)."""
     n = groups["n"].sum()
+    if n == 0:
+        return {"n": 0, "tomograms": 0, "obj_acc": None, "miou": None}
     return {"n": int(n), "tomograms": len(groups),
             "obj_acc": float((groups["obj_acc"] * groups["n"]).sum() / n),
             "miou": float((groups["miou"] * groups["n"]).sum() / n)}
