@@ -60,7 +60,7 @@ def simulate_randomised(config: RandomisedConfig, output: str | os.PathLike,
     out = Path(output)
     (out / "tomograms").mkdir(parents=True, exist_ok=True)
     recorded, asked = out / "randomised.json", config.model_dump(mode="json")
-    if recorded.is_file() and json.loads(recorded.read_text()) != asked:
+    if recorded.is_file() and _draws(json.loads(recorded.read_text())) != _draws(asked):
         raise InputError(recorded, "this folder was simulated with another config: give a new "
                                    "output folder")
     write_file_atomic(recorded, lambda tmp: tmp.write_text(json.dumps(asked, indent=2)))
@@ -80,6 +80,12 @@ def simulate_randomised(config: RandomisedConfig, output: str | os.PathLike,
         split_fractions=config.split_fractions, seed=config.seed, overwrite=True),
         progress=progress)
     return summary | {"conditions": records}
+
+
+def _draws(config: dict) -> dict:
+    """What fixes tomogram t: everything but the count, so a folder can grow (``--tomograms``
+    more) and keep the tomograms it has."""
+    return {k: v for k, v in config.items() if k != "n_tomograms"}
 
 
 def simulate_one(config: RandomisedConfig, base: TomogramConfig, t: int, folder: Path) -> dict:

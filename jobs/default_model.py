@@ -97,33 +97,37 @@ def randomised_breakdown(model: str, folder: Path) -> dict:
 
 
 def evaluate_model(model: str, args) -> dict:
-    """A model's scores on every set given, from ``args.cache`` when it holds them for this
-    checkpoint (by content) and these data."""
-    path = str(resolve_model(model))
-    data = [str(args.paper), str(args.heldout), str(args.randomised), *map(str, args.foreign)]
-    key = hashlib.sha256(Path(path).read_bytes() + json.dumps(data).encode()).hexdigest()[:16]
-    cached = args.cache / f"{key}.json" if args.cache else None
-    if cached and cached.is_file():
-        return json.loads(cached.read_text())
-    out = scored_model(path, args)
-    if cached:
-        cached.parent.mkdir(parents=True, exist_ok=True)
+    """A model's scores on every set given; with ``args.cache`` each set's scores are kept by
+    the checkpoint's content and that set's particle table, so growing one set (more
+    randomised tomograms) rescores that set alone."""
+    path = Path(resolve_model(model))
+    weights = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def scored(kind: str, dataset: Path, score) -> dict:
+        if not args.cache:
+            return score()
+        table = (dataset / "particles.parquet").read_bytes()
+        key = hashlib.sha256(f"{weights}{kind}{dataset}".encode() + table).hexdigest()[:16]
+        cached = args.cache / f"{key}.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        out = score()
+        args.cache.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(out))
-    return out
+        return out
 
-
-def scored_model(path: str, args) -> dict:
-    out: dict = {"checkpoint": path}
+    out: dict = {"checkpoint": str(path)}
     if args.paper:
-        out["paper"] = {d: scores(evaluate_checkpoint(path, args.paper / d, "test"))
-                        for d in ("A", "B")}
+        out["paper"] = {d: scored("paper", args.paper / d, lambda d=d: scores(
+            evaluate_checkpoint(str(path), args.paper / d, "test"))) for d in ("A", "B")}
     if args.heldout:
-        out["heldout"] = {d: scores(evaluate_checkpoint(path, args.heldout / d, ALL_SPLITS))
-                          for d in ("A", "B")}
+        out["heldout"] = {d: scored("heldout", args.heldout / d, lambda d=d: scores(
+            evaluate_checkpoint(str(path), args.heldout / d, ALL_SPLITS))) for d in ("A", "B")}
     if args.randomised:
-        out["randomised"] = randomised_breakdown(path, args.randomised)
-    out["foreign"] = {str(f): scores(evaluate_checkpoint(path, f, "test"))
-                      for f in args.foreign}
+        out["randomised"] = scored("randomised", args.randomised / "dataset",
+                                   lambda: randomised_breakdown(str(path), args.randomised))
+    out["foreign"] = {str(f): scored("foreign", f, lambda f=f: scores(
+        evaluate_checkpoint(str(path), f, "test"))) for f in args.foreign}
     return out
 
 

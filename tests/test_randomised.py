@@ -2,6 +2,7 @@
 configured ranges, records them, and its boxes reach the model's grid as a user's would."""
 
 import json
+import shutil
 
 import mrcfile
 import numpy as np
@@ -101,7 +102,7 @@ def test_every_tomogram_records_its_draw_and_its_boxes_are_on_the_model_grid(ran
     assert table.groupby("tomogram")["split"].nunique().max() == 1  # whole tomograms
 
 
-def test_a_rerun_skips_the_tomograms_already_simulated(randomised):
+def test_a_rerun_skips_the_tomograms_already_simulated_and_may_add_more(randomised):
     config, out, _ = randomised
     mrc = out / "tomograms" / "TS_001.mrc"
     before = mrc.stat().st_mtime_ns
@@ -109,6 +110,22 @@ def test_a_rerun_skips_the_tomograms_already_simulated(randomised):
     simulate_randomised(config, out, progress=False)
     assert mrc.stat().st_mtime_ns == before
     assert (out / "tomograms" / "TS_002.json").is_file()
+
+
+def test_a_folder_grows_by_the_tomograms_asked_for_keeping_those_it_has(randomised, tmp_path):
+    config, out, _ = randomised
+    fewer = tmp_path / "fewer"
+    (fewer / "tomograms").mkdir(parents=True)
+    for name in ("TS_000", "TS_001"):
+        for suffix in (".mrc", ".star", ".json"):
+            shutil.copy2(out / "tomograms" / f"{name}{suffix}", fewer / "tomograms")
+    (fewer / "randomised.json").write_text(
+        json.dumps(config.model_copy(update={"n_tomograms": 2}).model_dump(mode="json")))
+    kept = (fewer / "tomograms" / "TS_001.mrc").stat().st_mtime_ns
+    grown = simulate_randomised(config, fewer, progress=False)
+    assert (fewer / "tomograms" / "TS_001.mrc").stat().st_mtime_ns == kept
+    assert [c["tomogram"] for c in grown["conditions"]] == ["TS_000", "TS_001", "TS_002"]
+    assert grown["n_subtomograms"] == len(read_dataset_table(out / "dataset"))
     with pytest.raises(InputError, match="another config"):
         simulate_randomised(config.model_copy(update={"seed": 1}), out, progress=False)
 
