@@ -120,6 +120,9 @@ def _pairs(items: list[str], flag: str, kind) -> dict:
 def train(args: argparse.Namespace) -> int:
     defaults = {"model": args.default_model} if args.default_model else {}
     config = _config(dsmscale.TrainConfig, args, defaults)
+    if getattr(args, "needs_teacher", False) and config.teacher is None:
+        raise InputError(args.config, "distill needs a teacher: give --teacher or 'teacher:' in "
+                                      "the config")
     result = dsmscale.train(config)
     last = result["history"][-1] if result["history"] else {}
     shown = {k: round(v, 4) for k, v in last.items() if k.startswith("val_")}
@@ -322,10 +325,11 @@ def _train_arguments(p: argparse.ArgumentParser, c) -> None:
 
 def _distill_arguments(p: argparse.ArgumentParser, c) -> None:
     _train_arguments(p, c)
-    _flag(p, c, "teacher", required=True, help="teacher: 'default' (shipped) or a .pt path")
+    _flag(p, c, "teacher", help="teacher: 'default' (shipped) or a .pt path; required here or "
+                                "in --config")
     _flag(p, c, "distill_loss", "--loss", choices=("mse", "kl"))
     _flag(p, c, "hard_weight", type=float)
-    p.set_defaults(default_model="dsmnet_small")
+    p.set_defaults(default_model="dsmnet_small", needs_teacher=True)
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser, c) -> None:

@@ -97,10 +97,13 @@ def test_train_distill_and_evaluate_commands_pass_their_flags(tmp_path, tiny_dat
     assert (student.model, student.teacher, student.distill_loss, student.hard_weight) == (
         "dsmnet_small", str(tiny_checkpoint), "kl", 0.25)
     assert load_checkpoint(tmp_path / "student" / "best.pt")["model"] == "dsmnet_small"
-    guo = tmp_path / "guo.yaml"  # a model named in the file beats the command's default
-    guo.write_text(small.read_text() + "model: guo_s\n")
+    assert main(["distill", "--config", str(small), "--dataset", str(tiny_dataset), "-o",
+                 str(tmp_path / "no_teacher")]) == 2
+    assert "distill needs a teacher" in capsys.readouterr().err
+    guo = tmp_path / "guo.yaml"  # a model and a teacher named in the file
+    guo.write_text(small.read_text() + f"model: guo_s\nteacher: {tiny_checkpoint}\n")
     assert main(["distill", "--config", str(guo), "--dataset", str(tiny_dataset), "-o",
-                 str(tmp_path / "guo"), "--teacher", str(tiny_checkpoint), "--threads", "2"]) == 0
+                 str(tmp_path / "guo"), "--threads", "2"]) == 0
     assert TrainConfig.from_yaml(tmp_path / "guo" / "config.yaml").model == "guo_s"
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "student" / "best.pt"), str(tiny_dataset), "-o",
