@@ -20,11 +20,20 @@ from dsmscale.errors import InputError
 from dsmscale.hardware import configure_threads
 from dsmscale.inference import Predictor
 from dsmscale.io.atomic import write_file_atomic
-from dsmscale.io.dataset import Split, check_grid, dataset_grid, load_split
+from dsmscale.io.dataset import (
+    Split,
+    check_grid,
+    class_labels,
+    dataset_grid,
+    load_rows,
+    split_rows,
+)
 from dsmscale.metrics import fsc_curve, fsc_resolution, segmentation_counts, segmentation_scores
 
 #: Boxes per forward pass.
 BATCH_SIZE = 64
+#: Boxes read into memory at a time (about 0.6 GB of boxes, masks and densities at 40³).
+BLOCK = 1024
 #: Particles shown in the slices figure.
 EXAMPLES = 6
 
@@ -49,11 +58,10 @@ class Scores:
             for i in np.flatnonzero(known):
                 counts[i] = segmentation_counts(out["seg"][i], data.masks[rows][i])
             self.box_counts.append(counts)
-        if "rec" in out:
-            for rec, true in zip(out["rec"][known], data.densities[rows][known], strict=True):
-                curve = fsc_curve(rec, true)
-                self.fsc_sum = curve if self.fsc_sum is None else self.fsc_sum + curve
-                self.n_fsc += 1
+        if "rec" in out and known.any():
+            curves = fsc_curve(out["rec"][known], data.densities[rows][known])  # one per box
+            self.fsc_sum = curves.sum(0) + (0 if self.fsc_sum is None else self.fsc_sum)
+            self.n_fsc += len(curves)
         if not self.examples:
             self.examples = {"x": data.boxes[rows][:EXAMPLES], "mask": data.masks[rows][:EXAMPLES],
                              "density": data.densities[rows][:EXAMPLES],
@@ -120,22 +128,26 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
     predictor = Predictor(checkpoint, batch_size=BATCH_SIZE, device=torch.device("cpu"))
     check_grid(dataset, predictor.box, predictor.voxel_size_a, checkpoint)
     voxel_size_a = dataset_grid(dataset)[1]
-    data = load_split(dataset, split, predictor.classes, density_scale=1.0)  # Da per voxel
+    rows = split_rows(dataset, split)
+    if by is not None and by not in rows.columns:
+        raise InputError(dataset, f"the dataset's table has no column {by!r} to group by")
+    labels = class_labels(rows, predictor.classes)
     scores = Scores()
-    for start in range(0, len(data), BATCH_SIZE):
-        rows = slice(start, min(start + BATCH_SIZE, len(data)))
-        scores.add(data, rows, predictor(data.boxes[rows]))
+    for block in range(0, len(rows), BLOCK):  # memory: one block, whatever the split's size
+        data = load_rows(dataset, rows.iloc[block:block + BLOCK], predictor.classes,
+                         density_scale=1.0)  # Da per voxel
+        for start in range(0, len(data), BATCH_SIZE):
+            batch = slice(start, min(start + BATCH_SIZE, len(data)))
+            scores.add(data, batch, predictor(data.boxes[batch]))
     metrics = {"checkpoint": str(checkpoint), "dataset": str(dataset), "split": split,
-               "n": len(data), "model": predictor.name,
-               **scores.metrics(data.labels, predictor.classes, predictor.box, voxel_size_a)}
+               "n": len(rows), "model": predictor.name,
+               **scores.metrics(labels, predictor.classes, predictor.box, voxel_size_a)}
     if by is not None:
-        if by not in data.table.columns:
-            raise InputError(dataset, f"the dataset's table has no column {by!r} to group by")
-        metrics["by"] = scores.group_metrics(data.labels, data.table[by].to_numpy())
+        metrics["by"] = scores.group_metrics(labels, rows[by].to_numpy())
     if output is not None:
         _write(Path(output), metrics, predictor.classes, scores.examples)
         write_file_atomic(Path(output) / "per_box.npz", lambda tmp: scores.save_per_box(
-            tmp, data.table["index"].to_numpy(), data.labels))
+            tmp, rows["index"].to_numpy(), labels))
     return metrics
 
 

@@ -81,7 +81,8 @@ def target_share_bounds(pix_acc: float, miou: float) -> tuple[float, float]:
 
 
 def fsc_curve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Fourier shell correlation of two cubic volumes (torch-fourier-shell-correlation)."""
+    """Fourier shell correlation of two cubic volumes (..., z, y, x), batched over the leading
+    axes: one curve per pair, shells 0 … box // 2 (torch-fourier-shell-correlation)."""
     import torch
     from torch_fourier_shell_correlation import fourier_shell_correlation
 

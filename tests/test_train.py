@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from dsmscale import evaluation
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_grid
 from dsmscale.errors import InputError
 from dsmscale.evaluation import evaluate_checkpoint
@@ -133,6 +134,19 @@ def test_metrics_per_group_pool_back_to_the_whole(tiny_checkpoint, tiny_dataset)
     assert all(0 <= g["miou"] <= 1 for g in groups.values())
     with pytest.raises(InputError, match="no column 'snr_bin'"):
         evaluate_checkpoint(tiny_checkpoint, tiny_dataset, "test", by="snr_bin")
+
+
+def test_evaluation_read_block_by_block_scores_as_one_block(tiny_checkpoint, tiny_dataset,
+                                                            monkeypatch):
+    whole = evaluate_checkpoint(tiny_checkpoint, tiny_dataset, ["train", "test"], threads=2,
+                                by="class_name")
+    monkeypatch.setattr(evaluation, "BLOCK", 5)  # blocks cut across batches and classes
+    blocks = evaluate_checkpoint(tiny_checkpoint, tiny_dataset, ["train", "test"], threads=2,
+                                 by="class_name")
+    assert whole["n"] > 5
+    for key in ("obj_acc", "miou", "confusion", "by"):
+        assert blocks[key] == whole[key]
+    np.testing.assert_allclose(blocks["fsc_curve"], whole["fsc_curve"], atol=1e-6)
 
 
 def test_fsc_of_a_map_with_itself_is_one_and_resolution_reads_the_first_drop():

@@ -122,6 +122,13 @@ def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list
     """Load the rows of ``split`` (a name or a list, e.g. ["heldout"]) into memory, in index
     order; ``limit`` keeps a seeded random subset of that size. Rows whose class is not in
     ``classes`` get label −1 (e.g. held-out classes)."""
+    return load_rows(dataset, split_rows(dataset, split, limit), classes, density_scale)
+
+
+def split_rows(dataset: str | os.PathLike, split: str | list[str],
+               limit: int | None = None) -> pd.DataFrame:
+    """The table rows of ``split`` in index order (``limit``: a seeded random subset), without
+    their boxes: `load_rows` reads those, all at once or block by block."""
     dataset = Path(dataset)
     table = read_dataset_table(dataset)
     rows = table[table["split"].isin([split] if isinstance(split, str) else split)]
@@ -130,15 +137,28 @@ def load_split(dataset: str | os.PathLike, split: str | list[str], classes: list
     rows = rows.sort_values("index")
     if rows.empty:
         raise InputError(dataset, f"split {split} has no rows")
+    return rows.reset_index(drop=True)
+
+
+def class_labels(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Each row's class as its index in ``classes``; −1 for a class not among them."""
+    lookup = {c: i for i, c in enumerate(classes)}
+    return rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy().astype(np.int64)
+
+
+def load_rows(dataset: str | os.PathLike, rows: pd.DataFrame, classes: list[str],
+              density_scale: float = DENSITY_SCALE) -> Split:
+    """The boxes, masks and densities of ``rows`` (from `split_rows`) in memory."""
+    dataset = Path(dataset)
     index = _box_index(rows, dataset)
+    split = sorted(rows["split"].unique())
     boxes = {name: _read_boxes(dataset, name, index, split) for name in ARRAYS}
     if not np.isin(boxes["mask"], (0, 1)).all():
         raise InputError(dataset / "mask.zarr", "holds values other than 0 (background) and 1 "
                                                 "(target)")
-    lookup = {c: i for i, c in enumerate(classes)}
     return Split(
         boxes=normalise_boxes(boxes["subtomograms"].astype(np.float32)),
-        labels=rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy().astype(np.int64),
+        labels=class_labels(rows, classes),
         masks=boxes["mask"], densities=boxes["density"] / np.float32(density_scale),
         table=rows.reset_index(drop=True),
         has_targets=(np.array(rows["has_targets"], dtype=bool) if "has_targets" in rows.columns

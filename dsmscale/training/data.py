@@ -20,9 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dsmscale.errors import InputError
 from dsmscale.geometry import normalise_boxes
-from dsmscale.io.dataset import DENSITY_SCALE, load_split, open_dataset_array, read_dataset_table
+from dsmscale.io.dataset import (
+    DENSITY_SCALE,
+    class_labels,
+    load_split,
+    open_dataset_array,
+    split_rows,
+)
 
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
 #: In-memory size of one 40³ box with its mask and density (float32, uint8, float32).
@@ -74,8 +79,6 @@ def load_training_data(dataset: str | os.PathLike, split: str, classes: list[str
     """The rows of ``split``: in memory, or streamed when ``stream`` (None: when they would take
     more than `STREAM_ABOVE_BYTES`); a seeded random subset of ``limit`` rows if given."""
     rows = split_rows(dataset, split, limit)
-    if rows.empty:
-        raise InputError(dataset, f"split {split} has no rows")
     box = open_dataset_array(dataset, "subtomograms").shape[-1]
     if stream or (stream is None and len(rows) * box**3 * BYTES_PER_VOXEL > STREAM_ABOVE_BYTES):
         return StreamedData(Path(dataset), rows, classes)
@@ -84,15 +87,6 @@ def load_training_data(dataset: str | os.PathLike, split: str, classes: list[str
                         label=torch.from_numpy(data.labels), mask=torch.from_numpy(data.masks),
                         density=torch.from_numpy(data.densities[:, None]),
                         has_targets=torch.from_numpy(data.has_targets), table=data.table)
-
-
-def split_rows(dataset: str | os.PathLike, split: str, limit: int | None) -> pd.DataFrame:
-    """The table's rows of ``split`` in box order (a seeded subset of ``limit`` rows)."""
-    table = read_dataset_table(dataset)
-    rows = table[table["split"] == split]
-    if limit is not None and limit < len(rows):
-        rows = rows.sample(n=limit, random_state=0)
-    return rows.sort_values("index").reset_index(drop=True)
 
 
 class StreamedData:
@@ -107,9 +101,8 @@ class StreamedData:
         self.table = rows
         self.arrays = {name: open_dataset_array(dataset, name)
                        for name in ("subtomograms", "mask", "density")}
-        lookup = {c: i for i, c in enumerate(classes)}
         self.index = rows["index"].to_numpy(np.int64)
-        self.labels = rows["class_name"].map(lambda c: lookup.get(c, -1)).to_numpy(np.int64)
+        self.labels = class_labels(rows, classes)
         self.known = (rows["has_targets"].to_numpy(bool) if "has_targets" in rows.columns
                       else np.ones(len(rows), bool))
         chunk, box = self.arrays["subtomograms"].chunks[0], self.arrays["subtomograms"].shape[-1]
