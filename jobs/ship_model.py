@@ -82,11 +82,14 @@ def main() -> None:
     held_out = held_out_scores(args.scores, args.label or args.name, args.run) if args.scores else None
     ckpt = slim_checkpoint(load_checkpoint(args.run / "best.pt"))
     target = save_checkpoint(ckpt, WEIGHTS / SHIPPED[args.name])
+    summary = args.data.parent / "summary.json"  # the simulator's, beside the test datasets
+    test_snr = json.loads(summary.read_text()).get("snr_measured", {}) if summary.is_file() else {}
     metrics = {}
     for dataset in sorted(p for p in args.data.iterdir() if (p / "particles.parquet").is_file()):
         m = evaluate_checkpoint(target, dataset, "test", args.run / f"eval_{dataset.name}")
         metrics[dataset.name] = {k: m.get(k) for k in ("n", "obj_acc", "pix_acc", "miou",
                                                        "fsc_resolution_nm")}
+        metrics[dataset.name]["snr"] = test_snr.get(dataset.name)
     card = model_card(args.name, target, ckpt, metrics, training_data_info(ckpt, args.data),
                       " ".join(["python", *sys.argv]), git_commit(), training_record(args.run),
                       held_out, f"`{args.scores}`, `jobs/default_model.py`")

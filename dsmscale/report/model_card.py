@@ -21,13 +21,14 @@ def model_card(name: str, target: Path, ckpt: dict, metrics: dict[str, dict], da
     """The card of checkpoint ``ckpt`` shipped as ``target`` under ``name``: its classes,
     training data (``data_info``, the simulator's summary.json), input, config, how long it
     trained on what (``training``: ``epochs``, ``wall_s``, ``precision``, ``threads``,
-    ``machine``), provenance, test ``metrics`` per dataset and scores on tomograms it never saw
+    ``machine``), provenance, test ``metrics`` per dataset (with its ``snr`` where known) and
+    scores on tomograms it never saw
     (``held_out``: set → n, obj_acc, miou; from ``held_out_source``)."""
     cfg = ckpt["config"]
     box, voxel_a = model_grid(ckpt)
     distilled = _distillation(cfg, ckpt.get("teacher_run_hash")) + _fine_tuning(ckpt)
     rows = "\n".join(
-        f"| {dataset} (SNR {data_info.get('snr_measured', {}).get(dataset, float('nan')):.3f}) | "
+        f"| {_test_set(dataset, m)} | "
         f"{m['n']} | {_pct(m['obj_acc'])} | {_pct(m['pix_acc'])} | {_pct(m['miou'])} | "
         f"{m['fsc_resolution_nm']:.1f} |" for dataset, m in metrics.items())
     return f"""# Model card: `{target.name}` ({name})
@@ -98,6 +99,12 @@ def _augment(cfg: dict) -> str:
     """The augmentation clause of the config line (see TrainConfig.augment)."""
     return (", each box rotated by a random one of the 180° turns about z, y, x that keep the "
             "missing wedge" if cfg.get("augment") else "")
+
+
+def _test_set(dataset: str, metrics: dict) -> str:
+    """A test-table row's name: the dataset, and the SNR its tomogram was simulated at."""
+    snr = metrics.get("snr")
+    return dataset if snr is None else f"{dataset} (SNR {snr:.3f})"
 
 
 def _training_data(cfg: dict, data_info: dict) -> str:
