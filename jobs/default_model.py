@@ -77,8 +77,9 @@ def pooled(groups: pd.DataFrame) -> dict:
             "miou": float((groups["miou"] * groups["n"]).sum() / n)}
 
 
-def randomised_breakdown(model: str, folder: Path) -> dict:
-    metrics = evaluate_checkpoint(model, folder / "dataset", ALL_SPLITS, by="tomogram")
+def randomised_breakdown(model: str, folder: Path, threads: int | None) -> dict:
+    metrics = evaluate_checkpoint(model, folder / "dataset", ALL_SPLITS, threads=threads,
+                                  by="tomogram")
     per_tomogram = pd.DataFrame.from_dict(metrics["by"], orient="index")
     conditions = pd.read_parquet(folder / "conditions.parquet").set_index("tomogram")
     table = per_tomogram.join(conditions)
@@ -119,15 +120,18 @@ def evaluate_model(model: str, args) -> dict:
     out: dict = {"checkpoint": str(path)}
     if args.paper:
         out["paper"] = {d: scored("paper", args.paper / d, lambda d=d: scores(
-            evaluate_checkpoint(str(path), args.paper / d, "test"))) for d in ("A", "B")}
+            evaluate_checkpoint(str(path), args.paper / d, "test", threads=args.threads)))
+            for d in ("A", "B")}
     if args.heldout:
         out["heldout"] = {d: scored("heldout", args.heldout / d, lambda d=d: scores(
-            evaluate_checkpoint(str(path), args.heldout / d, ALL_SPLITS))) for d in ("A", "B")}
+            evaluate_checkpoint(str(path), args.heldout / d, ALL_SPLITS, threads=args.threads)))
+            for d in ("A", "B")}
     if args.randomised:
         out["randomised"] = scored("randomised", args.randomised / "dataset",
-                                   lambda: randomised_breakdown(str(path), args.randomised))
+                                   lambda: randomised_breakdown(str(path), args.randomised,
+                                                                args.threads))
     out["foreign"] = {str(f): scored("foreign", f, lambda f=f: scores(
-        evaluate_checkpoint(str(path), f, "test"))) for f in args.foreign}
+        evaluate_checkpoint(str(path), f, "test", threads=args.threads))) for f in args.foreign}
     return out
 
 
@@ -278,6 +282,8 @@ def main() -> None:
                              "--snr), in the same order: those at ≥ 0.03 are checked against "
                              "the target")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: every core)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="folder keeping each model's scores (reused for the same "
                              "checkpoint and data)")
