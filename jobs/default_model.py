@@ -168,7 +168,8 @@ STUDENT_WITHIN = 0.01  # the student: at most 1 point lower on every set
 def checked(label: str, ours: float | None, bar: float | None) -> str:
     if ours is None or bar is None:
         return f"- {label}: not measured"
-    verdict = "met" if ours >= bar - 1e-12 else f"**missed by {100 * (bar - ours):.1f} points**"
+    gap = 100 * (bar - ours)
+    verdict = "met" if gap <= 1e-10 else f"**missed by {gap:.{1 if gap >= 0.05 else 2}f} points**"
     return f"- {label}: {pct(ours)} vs {pct(bar)} — {verdict}"
 
 
