@@ -224,11 +224,15 @@ def pct(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+CACHED = " (sets scored by an earlier run, at its commit, are read from --cache)"
+
+
 def markdown(figures: dict) -> str:
     models = figures["models"]
     lines = ["# Where the shipped model holds", "",
              f"`{figures['command']}` — commit {figures['commit']}, {figures['machine']}, "
-             f"{figures['wall_s'] / 60:.0f} min. Every figure but `paper` is on tomograms the "
+             f"{figures['wall_s'] / 60:.0f} min{CACHED if '--cache' in figures['command'] else ''}"
+             ". Every figure but `paper` is on tomograms the "
              "model never saw.", "", "## Summary (object accuracy % / mIoU %)", "",
              "| set | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
 
