@@ -151,7 +151,7 @@ def load_rows(dataset: str | os.PathLike, rows: pd.DataFrame, classes: list[str]
     """The boxes, masks and densities of ``rows`` (from `split_rows`) in memory."""
     dataset = Path(dataset)
     index = _box_index(rows, dataset)
-    split = sorted(rows["split"].unique())
+    split = ", ".join(sorted(rows["split"].unique()))  # for error messages
     boxes = {name: _read_boxes(dataset, name, index, split) for name in ARRAYS}
     if not np.isin(boxes["mask"], (0, 1)).all():
         raise InputError(dataset / "mask.zarr", "holds values other than 0 (background) and 1 "
