@@ -65,7 +65,7 @@ def _training_time(training: dict | None) -> str:
     if not training:
         return ""
     return (f"- **Training:** {training['epochs']} epochs in {training['wall_s'] / 60:.0f} min, "
-            f"{training['precision']} on {training['threads']} threads of "
+            f"{training['precision']} on {training['threads']} thread{'s' * (training['threads'] != 1)} of "
             f"{training['machine']}.\n")
 
 
