@@ -86,8 +86,8 @@ def unseen_complex_report(result: dict, top_classes: dict[str, int]) -> str:
         "# Discovery of an unseen complex (the paper's GroEL experiment, with TRiC 4V94)", "",
         f"Command: `{result['command']}`  ",
         f"Commit: `{result['commit']}`; training {result['train_s'] / 60:.0f} min (cached and "
-        f"resumed by config hash), the rest of this run {result['wall_s'] / 60:.0f} min, "
-        "2 CPU cores.  ",
+        f"resumed by config hash); this run {result['wall_s'] / 60:.0f} min in all (training "
+        "included when it ran here), 2 CPU cores.  ",
         f"Data: dataset A (`dsmscale simulate`, seed 0, SNR 0.06), {result['particles']} "
         f"subtomograms of 22 classes; {result['heldout_class']} ({result['heldout_total']} "
         "particles) held out of training. DSM-Net trained on the other 21 classes for "
