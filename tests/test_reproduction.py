@@ -206,11 +206,12 @@ def test_finished_rows_read_run_folders_and_keep_recorded_rows_whose_folder_is_g
     assert len(set(hashes)) == 3
     results = tmp_path / "results"
     results.mkdir()
-    (results / "reproduction.json").write_text(json.dumps(  # written before the claims
-        [{"run_hash": h, "source": "record"} for h in hashes[:2]]))
+    records = [{"run_hash": h, "source": "record", "dataset": "A", "model": "dsmnet",
+                "loss_ratio": "1:10:1", "variant": v} for h, v in
+               zip(hashes[:2], (None, "augment=True"), strict=True)]
+    (results / "reproduction.json").write_text(json.dumps(records))  # written before the claims
     assert set(reproduction.recorded_rows(results)) == set(hashes[:2])
-    (results / "reproduction.json").write_text(json.dumps(
-        {"rows": [{"run_hash": h, "source": "record"} for h in hashes[:2]], "claims": []}))
+    (results / "reproduction.json").write_text(json.dumps({"rows": records, "claims": []}))
     recorded = reproduction.recorded_rows(results)
     assert set(recorded) == set(hashes[:2])
     assert reproduction.recorded_rows(tmp_path / "nowhere") == {}
@@ -229,14 +230,47 @@ def test_finished_rows_read_run_folders_and_keep_recorded_rows_whose_folder_is_g
     assert reproduction.pending_rows(plan, data, workdir, recorded) == [
         {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 1, "max_epochs": 24,
          "run_hash": hashes[2], "train_loss_first_last": [3.2, 3.2], "val_obj_acc": 0.05,
-         "precision": "fp32", "threads": 1}]
+         "precision": "fp32", "threads": 1, "earlier": False}]
     (training / "history.json").unlink()
     assert reproduction.pending_rows(plan, data, workdir, {})[1:] == [  # not started: no history
         {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 0, "max_epochs": 24,
-         "run_hash": hashes[2]}]
+         "run_hash": hashes[2], "earlier": False}]
     rows = reproduction.finished_rows(plan, data, workdir, recorded)
-    assert rows == [{"run_hash": hashes[0], "source": "record"},  # the B row is neither: left out
+    assert rows == [records[0],  # the B row is neither: left out
                     {"run_hash": hashes[1], "best_epoch": 1, "variant": "augment=True",
                      "threads": 2, "val_best_last": {"val_total": [1.0, 0.9],
                                                      "val_obj_acc": [0.5, 0.6]},
                      "f1_per_class": {"1BXN": 0.5}}]
+
+
+def test_a_row_recorded_under_an_earlier_identity_is_shown_until_trained_again(tmp_path):
+    from dsmscale.report.reproduction import main_table_lines, pending_lines
+
+    data, workdir, weights = tmp_path / "data", tmp_path / "work", (1.0, 10.0, 1.0)
+    plan = [("A", "dsmnet", weights, 1, None), ("A", "dsmnet", weights, 1, {"augment": True}),
+            ("A", "cls", weights, 1, None)]
+    earlier = _row("dsmnet", 0.84, 0.86, run_hash="old") | {"commit": "05612a6", "n_test": 352}
+    del earlier["variant"]  # records made before rows had one
+    recorded = {"old": earlier}
+    assert reproduction.row_config(data, workdir, *plan[0]).run_hash() != "old"
+    rows = reproduction.finished_rows(plan, data, workdir, recorded)
+    assert rows == [earlier | {"earlier_identity": True}]  # not the tried row's, not Cls's
+    pending = reproduction.pending_rows(plan[::2], data, workdir, recorded)
+    assert [(p["model"], p["earlier"]) for p in pending] == [("dsmnet", True), ("cls", False)]
+    table = "\n".join(main_table_lines(rows))
+    assert ("1 rows are records of runs made under an earlier run identity (the code changed "
+            "since; commits `05612a6`)") in table
+    assert table.endswith("the command trains them again: A dsmnet 1:10:1.")
+    listed = "\n".join(pending_lines(pending, len(rows) + 1))
+    assert "2 of 2 rows have not finished under the current code" in listed
+    assert "- A dsmnet 1:10:1 (the table holds its earlier run): not started" in listed
+    assert "- A cls 1:10:1: not started" in listed
+    trained = workdir / "runs" / reproduction.row_config(data, workdir, *plan[0]).run_hash()
+    trained.mkdir(parents=True)  # trained again: its run folder replaces the record
+    (trained / "result.json").write_text(json.dumps({"run_hash": "new", "best_epoch": 1}))
+    (trained / "history.json").write_text(json.dumps([{"val_total": 1.0, "threads": 1}]))
+    for scores in ("eval", "eval_last"):
+        (trained / scores).mkdir(exist_ok=True)
+        (trained / scores / "metrics.json").write_text("{}")
+    assert [r["run_hash"] for r in reproduction.finished_rows(plan, data, workdir, recorded)] == [
+        "new"]

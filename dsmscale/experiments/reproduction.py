@@ -144,6 +144,21 @@ def recorded_rows(results: Path) -> dict[str, dict]:
     return {r["run_hash"]: r for r in rows}
 
 
+def row_key(row: dict) -> tuple:
+    """What a row is, whatever code ran it: dataset, model, loss ratio and its change of the
+    common procedure (None under it)."""
+    return row["dataset"], row["model"], row["loss_ratio"], row.get("variant") or None
+
+
+def earlier_record(config: TrainConfig, label: str | None,
+                   recorded: dict[str, dict]) -> dict | None:
+    """The record of the same row made under another run identity (the code changed since:
+    a training option, the architecture or procedure version), shown until the row is trained
+    again; None when there is none."""
+    key = (*row_name(config).values(), label)
+    return next((r for r in recorded.values() if row_key(r) == key), None)
+
+
 def is_finished(config: TrainConfig, recorded: dict[str, dict]) -> bool:
     """A row has finished when its run folder holds result.json or results/reproduction.json
     records its run hash (its folder may be gone)."""
@@ -154,7 +169,8 @@ def finished_rows(plan: list[tuple], data: Path, workdir: Path,
                   recorded: dict[str, dict], heldout: Path | None = None) -> list[dict]:
     """The results of the planned rows that have finished, in plan order: from the run folder
     when it is on disk (`row_record`; scored on ``heldout/DATASET`` too when given), otherwise as
-    ``recorded`` holds them."""
+    ``recorded`` holds them; a row not finished under its current run identity by its
+    `earlier_record`, marked ``earlier_identity``."""
     rows = []
     for row in plan:
         config = row_config(data, workdir, *row)
@@ -162,6 +178,8 @@ def finished_rows(plan: list[tuple], data: Path, workdir: Path,
             on_disk = (Path(config.output) / "result.json").is_file()
             rows.append(row_record(Path(config.output), config.dataset, heldout) if on_disk
                         else recorded[config.run_hash()])
+        elif earlier := earlier_record(config, variant(row[4]), recorded):
+            rows.append(earlier | {"earlier_identity": True})
     return rows
 
 
@@ -169,7 +187,8 @@ def pending_rows(plan: list[tuple], data: Path, workdir: Path,
                  recorded: dict[str, dict]) -> list[dict]:
     """The planned rows that have not finished, in plan order, with how far each has trained:
     the epochs in its run folder's history.json (none when it has not started), the first and
-    last training loss and the last validation object accuracy."""
+    last training loss and the last validation object accuracy, and whether the tables hold an
+    `earlier_record` of it."""
     pending = []
     for row in plan:
         config = row_config(data, workdir, *row)
@@ -177,7 +196,8 @@ def pending_rows(plan: list[tuple], data: Path, workdir: Path,
             continue
         epochs = history(config)
         progress = {"epochs": len(epochs), "max_epochs": config.max_epochs,
-                    "run_hash": config.run_hash()}
+                    "run_hash": config.run_hash(),
+                    "earlier": earlier_record(config, variant(row[4]), recorded) is not None}
         if epochs:
             progress |= {"train_loss_first_last": [epochs[0]["train_total"],
                                                    epochs[-1]["train_total"]],

@@ -110,7 +110,7 @@ def write_results(rows: list[dict], data: Path, command: str, results: Path,
     lines += seed_lines(rows)
     lines += loss_ratio_lines(table)
     lines += convergence_lines(table)
-    lines += pending_lines(pending, len(table) + len(pending))
+    lines += pending_lines(pending, len(table) + sum(not p.get("earlier") for p in pending))
     lines += last_epoch_lines(table)
     lines += share_lines(table, data)
     lines += tried_lines(rows)
@@ -124,11 +124,13 @@ def pending_lines(pending: list[dict], planned: int) -> list[str]:
     """The rows that have not finished and how far each has trained."""
     if not pending:
         return []
-    lines = ["", f"{len(pending)} of {planned} rows have not finished; rerun the command to "
+    lines = ["", f"{len(pending)} of {planned} rows have not finished under the current code; "
+                 "rerun the command to "
                  "continue (finished rows are cached, a row in training resumes from its last "
                  "epoch):", ""]
     for p in pending:
-        name = f"- {row_label(p)}"
+        name = f"- {row_label(p)}" + (" (the table holds its earlier run)" if p.get("earlier")
+                                      else "")
         if not p["epochs"]:
             lines.append(f"{name}: not started")
             continue
@@ -280,6 +282,14 @@ def main_table_lines(table: list[dict]) -> list[str]:
             f"{_fmt(r['obj_acc'])} / {_fmt(paper[2], 1)} | "
             f"{_fmt(r.get('fsc_resolution_nm'), 1)} | {_converged(r)} | "
             f"{r['epochs']} | {r['n_test']} | {r['threads']} | {r['wall_s'] / 60:.0f} |")
+    earlier = [r for r in table if r.get("earlier_identity")]
+    if earlier:
+        lines += ["", f"{len(earlier)} rows are records of runs made under an earlier run "
+                  "identity (the code changed since; commits "
+                  + ", ".join(sorted({f"`{r.get('commit', '?')}`" for r in earlier}))
+                  + "), whose run folders are gone: they have no held-out scores or per-box "
+                  "results, and the command trains them again: "
+                  + ", ".join(row_label(r) for r in earlier) + "."]
     return lines
 
 
