@@ -57,7 +57,8 @@ def report(tiny_dataset, tmp_path_factory):
     waiting = {"dataset": "B", "model": "cls", "loss_ratio": "1:10:1", "epochs": 0}
     claims = [{"dataset": "A", "a": "dsmnet", "b": "cls", "metric": "obj_acc",
                "claim_a_better": True, "test_set": "held-out", "n": 900, "p_value": 0.0123,
-               "only_a": 40, "only_b": 20, "difference": 20 / 900, "verdict": "holds"},
+               "only_a": 40, "only_b": 20, "difference": 20 / 900, "interval": [0.005, 0.04],
+               "verdict": "holds"},
               {"dataset": "A", "a": "dsmnet", "b": "seg", "metric": "miou", "claim_a_better": True,
                "test_set": "test split", "n": 352, "interval": [-0.021, 0.004],
                "difference": -0.01, "verdict": "undecided"}]
@@ -143,10 +144,10 @@ def test_json_holds_the_rows_and_the_figure_is_drawn(report):
 def test_heldout_claims_and_seeds_are_tabled(report):
     md, n_test = report["md"], report["n_test"]
     assert f"| A | dsmnet | 1:10:1 | {n_test} | 900 | 86.00 / 82.00 | 90.00 / 74.00 |" in md
-    assert ("| A | dsmnet > cls | object acc | held-out (900) | +2.22 | p = 0.0123 (40 vs 20 boxes "
-            "right by one only) | **holds** |") in md
-    assert ("| A | dsmnet > seg | mIoU | test split (352) | -1.00 | [-2.10, +0.40] | "
-            "**undecided** |") in md
+    assert ("| A | dsmnet > cls | object acc | held-out (900) | +2.22 | [+0.50, +4.00] | 0.0123 "
+            "(40 vs 20 boxes right by one only) | +17.51 (outside) | **holds** |") in md
+    assert ("| A | dsmnet > seg | mIoU | test split (352) | -1.00 | [-2.10, +0.40] | — | "
+            "+1.93 (outside) | **undecided** |") in md
     # seeds 0, 1, 2 of DSM-Net: accuracy 90, 86, 88 → 88 ± 2; held out only seeds 0 and 1
     assert ("| A | dsmnet | 1:10:1 | 0, 1, 2 | 85.00 ± 1.00 (3) | 81.00 ± 1.41 (2) | "
             "88.00 ± 2.00 (3) | 72.00 ± 2.83 (2) |") in md
@@ -170,7 +171,7 @@ def _per_box(path, predicted, counts, labels):
 
 
 def test_claims_are_tested_on_the_same_boxes_of_the_rows_run_folders(tmp_path):
-    from dsmscale.statistics import mcnemar
+    from dsmscale.statistics import mcnemar, paired_bootstrap_accuracy
     data, workdir, weights = tmp_path / "data", tmp_path / "work", (1.0, 10.0, 1.0)
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, 400)
@@ -186,6 +187,8 @@ def test_claims_are_tested_on_the_same_boxes_of_the_rows_run_folders(tmp_path):
     assert [(t["a"], t["b"], t["test_set"]) for t in tests] == [("dsmnet", "cls", "held-out")]
     expected = mcnemar(a[10:] == labels[10:], b[10:] == labels[10:])
     assert tests[0]["p_value"] == expected.p_value and tests[0]["n"] == 390
+    size = paired_bootstrap_accuracy(a[10:] == labels[10:], b[10:] == labels[10:])
+    assert tests[0]["interval"] == [size.low, size.high] and size.low > 0
     assert tests[0]["verdict"] == "holds" and tests[0]["difference"] > 0.1
     same = reproduction.paired_test(folder["dsmnet"] / "eval_heldout" / "per_box.npz",
                                     folder["cls"] / "eval_heldout" / "per_box.npz", "miou", True)

@@ -6,7 +6,13 @@ import pytest
 from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 
 from dsmscale.metrics import segmentation_counts, segmentation_scores
-from dsmscale.statistics import mcnemar, paired_bootstrap_miou, pooled_miou, verdict
+from dsmscale.statistics import (
+    mcnemar,
+    paired_bootstrap_accuracy,
+    paired_bootstrap_miou,
+    pooled_miou,
+    verdict,
+)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -53,3 +59,19 @@ def test_the_bootstrap_interval_separates_a_real_difference_and_covers_none():
     assert verdict(real, claim_a_better=False) == "does not hold"
     noise = paired_bootstrap_miou(better, better[rng.permutation(200)], n_resamples=500)
     assert noise.low < 0 < noise.high and verdict(noise, claim_a_better=True) == "undecided"
+
+
+def test_the_accuracy_interval_is_the_paired_difference_and_matches_the_normal_one():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(size=3000) < 0.85
+    b = np.where(rng.uniform(size=3000) < 0.9, a, ~a)
+    ours = paired_bootstrap_accuracy(a, b)
+    only_a, only_b, n = np.sum(a & ~b), np.sum(~a & b), len(a)
+    assert ours.difference == pytest.approx(a.mean() - b.mean())
+    # the textbook (Wald) interval of a paired difference of proportions (Agresti 2013, 10.1)
+    half = 1.96 * np.sqrt(only_a + only_b - (only_a - only_b) ** 2 / n) / n
+    assert ours.low == pytest.approx(ours.difference - half, abs=0.002)
+    assert ours.high == pytest.approx(ours.difference + half, abs=0.002)
+    assert verdict(ours, True) == verdict(mcnemar(a, b), True)
+    better = paired_bootstrap_accuracy(a | (rng.uniform(size=n) < 0.3), a)
+    assert better.low > 0 and verdict(better, True) == "holds"

@@ -26,7 +26,7 @@ from dsmscale.evaluation import evaluate_checkpoint
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.report.provenance import git_commit
 from dsmscale.report.reproduction import CLAIMS, write_results
-from dsmscale.statistics import mcnemar, paired_bootstrap_miou, verdict
+from dsmscale.statistics import mcnemar, paired_bootstrap_accuracy, paired_bootstrap_miou, verdict
 from dsmscale.training import TrainConfig
 from dsmscale.training.runs import history, in_workdir, trained_checkpoint
 
@@ -242,17 +242,19 @@ def heldout_scores(out: Path, dataset: Path) -> dict:
 
 def paired_test(a: Path, b: Path, metric: str, claim_a_better: bool) -> dict:
     """Model a against model b on the same boxes, from their ``per_box.npz``: McNemar's test of
-    object accuracy (boxes of known class) or a paired bootstrap of mIoU; the difference a − b,
-    its p-value or 95 % interval and the verdict on the claim that a is (or is not) better."""
+    object accuracy (boxes of known class) with a paired bootstrap interval of its difference,
+    or a paired bootstrap of mIoU; the difference a − b, its p-value and/or 95 % interval and
+    the verdict on the claim that a is (or is not) better."""
     with np.load(a) as box_a, np.load(b) as box_b:
         if not np.array_equal(box_a["index"], box_b["index"]):
             raise ValueError(f"{a} and {b} hold different boxes; evaluate both on one split")
         if metric == "obj_acc":
             known = box_a["label"] >= 0
-            test = mcnemar(box_a["predicted"][known] == box_a["label"][known],
-                           box_b["predicted"][known] == box_a["label"][known])
+            correct = [box["predicted"][known] == box_a["label"][known] for box in (box_a, box_b)]
+            test = mcnemar(*correct)
+            size = paired_bootstrap_accuracy(*correct)
             found = {"n": test.n, "p_value": test.p_value, "only_a": test.only_a,
-                     "only_b": test.only_b}
+                     "only_b": test.only_b, "interval": [size.low, size.high]}
         else:
             test = paired_bootstrap_miou(box_a["counts"], box_b["counts"])
             found = {"n": len(box_a["counts"]), "interval": [test.low, test.high]}

@@ -408,19 +408,33 @@ def claim_lines(claims: list[dict]) -> list[str]:
              "tested on the same boxes (`dsmscale.statistics`): object accuracy by McNemar's exact "
              "test, mIoU by a paired bootstrap over boxes (BCa, 2,000 resamples, 95 % interval). "
              "Holds / does not hold: significant at p < 0.05 in the paper's direction / the "
-             "other; undecided: not significant. Difference = a − b in points.", "",
-             "| dataset | claim | score | test set (boxes) | a − b | p / 95 % interval | "
-             "verdict |", "|---|---|---|---|---|---|---|"]
+             "other; undecided: not significant. Difference = a − b in points, with its 95 % "
+             "interval (for object accuracy a paired bootstrap too) beside the paper's a − b: "
+             "'outside' when the interval excludes the paper's difference.", "",
+             "| dataset | claim | score | test set (boxes) | a − b | 95 % interval | p | "
+             "paper's a − b | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for c in claims:
         relation = ">" if c["claim_a_better"] else "≤"
-        evidence = (f"p = {c['p_value']:.3g} ({c['only_a']} vs {c['only_b']} boxes right by "
-                    "one only)" if c["metric"] == "obj_acc" else
-                    f"[{c['interval'][0] * 100:+.2f}, {c['interval'][1] * 100:+.2f}]")
+        low, high = c["interval"] if "interval" in c else (None, None)
+        interval = "—" if low is None else f"[{low * 100:+.2f}, {high * 100:+.2f}]"
+        p = (f"{c['p_value']:.3g} ({c['only_a']} vs {c['only_b']} boxes right by one only)"
+             if c["metric"] == "obj_acc" else "—")
         lines.append(f"| {c['dataset']} | {c['a']} {relation} {c['b']} | "
                      f"{'object acc' if c['metric'] == 'obj_acc' else 'mIoU'} | "
-                     f"{c['test_set']} ({c['n']}) | {c['difference'] * 100:+.2f} | {evidence} | "
-                     f"**{c['verdict']}** |")
+                     f"{c['test_set']} ({c['n']}) | {c['difference'] * 100:+.2f} | {interval} | "
+                     f"{p} | {_paper_difference(c, low, high)} | **{c['verdict']}** |")
     return lines
+
+
+def _paper_difference(claim: dict, low: float | None, high: float | None) -> str:
+    """The paper's a − b of a claim in points, and whether our interval (fractions) excludes
+    it."""
+    column = {"miou": 1, "obj_acc": 2}[claim["metric"]]
+    theirs = [PAPER[(claim["dataset"], m)][column] for m in (claim["a"], claim["b"])]
+    difference = theirs[0] - theirs[1]
+    if low is None:
+        return f"{difference:+.2f}"
+    return f"{difference:+.2f} ({'inside' if low * 100 <= difference <= high * 100 else 'outside'})"
 
 
 def seed_lines(rows: list[dict]) -> list[str]:
