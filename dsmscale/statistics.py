@@ -13,6 +13,7 @@ undecided.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -96,8 +97,8 @@ def paired_bootstrap_accuracy(correct_a: np.ndarray, correct_b: np.ndarray,
                              confidence, seed)
 
 
-def _paired_bootstrap(difference, n: int, n_resamples: int, confidence: float,
-                      seed: int) -> PairedBootstrap:
+def _paired_bootstrap(difference: Callable[[np.ndarray], np.ndarray], n: int, n_resamples: int,
+                      confidence: float, seed: int) -> PairedBootstrap:
     """BCa bootstrap of ``difference(index)`` (a statistic of the boxes ``index``, (..., n)
     integer arrays) over resamples of the n boxes."""
     result = stats.bootstrap((np.arange(n),), lambda index, axis=-1: difference(
