@@ -95,8 +95,8 @@ class Scores:
             arrays["predicted"] = np.concatenate(self.predicted)
         if self.box_counts:
             arrays["counts"] = np.concatenate(self.box_counts)
-        with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to the name
-            np.savez(f, **arrays)
+        with open(path, "wb") as f:  # a file object: np.savez_compressed would add ".npz" to the name
+            np.savez_compressed(f, **arrays)
 
     def group_metrics(self, labels: np.ndarray, groups: np.ndarray) -> dict[str, dict]:
         """Object accuracy (boxes of known class) and mIoU (boxes with targets) per value of

@@ -2,6 +2,7 @@
 the tiny dataset, and its row bookkeeping (`dsmscale.experiments.reproduction`)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -183,7 +184,7 @@ def test_claims_are_tested_on_the_same_boxes_of_the_rows_run_folders(tmp_path):
               .run_hash() for m in ("dsmnet", "cls")}
     _per_box(folder["dsmnet"] / "eval_heldout" / "per_box.npz", a, counts, labels)
     _per_box(folder["cls"] / "eval_heldout" / "per_box.npz", b, counts, labels)
-    tests = reproduction.claim_tests(data, workdir, None)
+    tests = reproduction.claim_tests(data, workdir, None, tmp_path / "results", {})
     assert [(t["a"], t["b"], t["test_set"]) for t in tests] == [("dsmnet", "cls", "held-out")]
     expected = mcnemar(a[10:] == labels[10:], b[10:] == labels[10:])
     assert tests[0]["p_value"] == expected.p_value and tests[0]["n"] == 390
@@ -199,6 +200,40 @@ def test_claims_are_tested_on_the_same_boxes_of_the_rows_run_folders(tmp_path):
     with pytest.raises(ValueError, match="different boxes"):
         reproduction.paired_test(folder["dsmnet"] / "eval_heldout" / "per_box.npz", other,
                                  "obj_acc", True)
+
+
+def test_claims_outlive_the_run_folders(tmp_path):
+    import shutil
+
+    data, workdir, results = tmp_path / "data", tmp_path / "work", tmp_path / "results"
+    weights = (1.0, 10.0, 1.0)
+    rng = np.random.default_rng(1)
+    labels, counts = rng.integers(0, 5, 300), rng.integers(1, 100, (300, 2, 3))
+    plan = [("A", m, weights, None, None) for m in ("dsmnet", "cls", "seg")]
+    configs = {row[1]: reproduction.row_config(data, workdir, *row) for row in plan}
+    runs = {m: c.run_hash() for m, c in configs.items()}
+    for model, right in (("dsmnet", 0.9), ("cls", 0.6)):
+        predicted = np.where(rng.random(300) < right, labels, (labels + 1) % 5)
+        _per_box(Path(configs[model].output) / "eval_heldout" / "per_box.npz", predicted,
+                 counts, labels)
+    reproduction.keep_per_box(plan, data, workdir, results)
+    kept = sorted(p.name for p in (results / reproduction.PER_BOX).iterdir())
+    assert kept == sorted(f"{runs[m]}-eval_heldout.npz" for m in ("dsmnet", "cls"))
+    first = reproduction.claim_tests(data, workdir, None, results, {})
+    shutil.rmtree(workdir)  # a new machine: the run folders are gone, results/ is not
+    again = reproduction.claim_tests(data, workdir, None, results, {})
+    assert again == first and [(t["a"], t["b"], t["runs"]) for t in again] == [
+        ("dsmnet", "cls", [runs["dsmnet"], runs["cls"]])]
+    shutil.rmtree(results / reproduction.PER_BOX)  # neither: the recorded test of the same runs
+    recorded = {reproduction.claim_key(t): t for t in first}
+    assert reproduction.claim_tests(data, workdir, None, results, recorded) == first
+    stale = {k: t | {"runs": ["older", runs["cls"]]} for k, t in recorded.items()}
+    assert reproduction.claim_tests(data, workdir, None, results, stale) == []
+    rows = [{"dataset": "A", "model": m, "loss_ratio": "1:10:1", "variant": None,
+             "run_hash": runs[m]} for m in ("dsmnet", "cls")]
+    unnamed = [{k: v for k, v in t.items() if k != "runs"} for t in first]
+    (results / "reproduction.json").write_text(json.dumps({"rows": rows, "claims": unnamed}))
+    assert reproduction.recorded_claims(results) == recorded  # runs read off the file's rows
 
 
 def test_finished_rows_read_run_folders_and_keep_recorded_rows_whose_folder_is_gone(tmp_path):

@@ -11,12 +11,16 @@ it; they are tabled apart. `SEED_ROWS` retrain DSM-Net, Cls and Seg with other s
 spread a training seed makes. Each row is also scored on a held-out simulation of its dataset
 (another seed's tomogram, every box), and the paper's claims (`CLAIMS`) are tested pairwise on the
 same boxes (`dsmscale.statistics`). A finished row whose run folder is gone keeps the record
-``results/reproduction.json`` holds of it. The tables are `dsmscale.report.reproduction`'s.
+``results/reproduction.json`` holds of it, and its per-box results are kept in
+``results/reproduction_boxes`` (`PER_BOX`), so that a claim stays tested, and can be tested
+against a row trained later, when the run folders are gone. The tables are
+`dsmscale.report.reproduction`'s.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +62,9 @@ SEED_ROWS = [(dataset, model, PAPER_WEIGHTS, {"seed": seed}) for dataset in ("A"
 #: The sets a row is scored on, by name, with the folder of its run folder that holds the
 #: evaluation (and its per-box results).
 TEST_SETS = (("test split", "eval"), ("held-out", "eval_heldout"))
+#: The folder of results/ that keeps each finished row's per-box results, as
+#: RUN_HASH-FOLDER.npz (FOLDER of `TEST_SETS`): the paired tests outlive the run folders.
+PER_BOX = "reproduction_boxes"
 
 
 def planned_rows(threads: int | None) -> list[tuple]:
@@ -261,19 +268,67 @@ def paired_test(a: Path, b: Path, metric: str, claim_a_better: bool) -> dict:
     return found | {"difference": test.difference, "verdict": verdict(test, claim_a_better)}
 
 
-def claim_tests(data: Path, workdir: Path, threads: int | None) -> list[dict]:
+def kept_per_box(results: Path, run_hash: str, folder: str) -> Path:
+    """Where results/ keeps a row's per-box results on one test set (`PER_BOX`)."""
+    return results / PER_BOX / f"{run_hash}-{folder}.npz"
+
+
+def keep_per_box(plan: list[tuple], data: Path, workdir: Path, results: Path) -> None:
+    """Copy the per-box results of every planned row whose run folder holds them into
+    results/ (`kept_per_box`), once."""
+    for row in plan:
+        config = row_config(data, workdir, *row)
+        for _, folder in TEST_SETS:
+            source = Path(config.output) / folder / "per_box.npz"
+            kept = kept_per_box(results, config.run_hash(), folder)
+            if source.is_file() and not kept.is_file():
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                write_file_atomic(kept, lambda tmp, s=source: shutil.copyfile(s, tmp))
+
+
+def recorded_claims(results: Path) -> dict[tuple, dict]:
+    """The claim tests results/reproduction.json holds, by `claim_key`. Each names the run
+    hashes of its two rows (``runs``); tests recorded before they did were made on that file's
+    rows of the common procedure, whose run hashes are filled in."""
+    path = results / "reproduction.json"
+    found = json.loads(path.read_text()) if path.is_file() else {}
+    if not isinstance(found, dict):  # a list of rows, written before the claims
+        return {}
+    current = {(r["dataset"], r["model"]): r["run_hash"] for r in found["rows"]
+               if r["loss_ratio"] == "1:10:1" and not r.get("variant")
+               and not r.get("earlier_identity")}
+    claims = [c if "runs" in c else c | {"runs": [current.get((c["dataset"], c[m]))
+                                                  for m in ("a", "b")]}
+              for c in found.get("claims", [])]
+    return {claim_key(c): c for c in claims}
+
+
+def claim_key(claim: dict) -> tuple:
+    """Which claim a test is of, and on which test set."""
+    return claim["dataset"], claim["a"], claim["b"], claim["metric"], claim["test_set"]
+
+
+def claim_tests(data: Path, workdir: Path, threads: int | None, results: Path,
+                recorded: dict[tuple, dict]) -> list[dict]:
     """Each of the paper's `CLAIMS` tested on each test set both rows (common procedure, seed
-    0) were scored on, as far as their run folders hold per-box results."""
+    0) were scored on, from their per-box results in their run folders or, where those are
+    gone, kept in results/ (`keep_per_box`); where neither has them, the ``recorded`` test of
+    the same two runs (`recorded_claims`)."""
     tests = []
     for dataset, a, b, metric, a_better in CLAIMS:
-        folders = [Path(row_config(data, workdir, dataset, model, PAPER_WEIGHTS, threads).output)
+        configs = [row_config(data, workdir, dataset, model, PAPER_WEIGHTS, threads)
                    for model in (a, b)]
+        runs = [config.run_hash() for config in configs]
         for name, folder in TEST_SETS:
-            files = [f / folder / "per_box.npz" for f in folders]
-            if all(f.is_file() for f in files):
-                tests.append({"dataset": dataset, "a": a, "b": b, "metric": metric,
-                              "claim_a_better": a_better, "test_set": name}
-                             | paired_test(*files, metric, a_better))
+            claim = {"dataset": dataset, "a": a, "b": b, "metric": metric,
+                     "claim_a_better": a_better, "test_set": name, "runs": runs}
+            files = [next((f for f in (Path(config.output) / folder / "per_box.npz",
+                                       kept_per_box(results, run, folder)) if f.is_file()), None)
+                     for config, run in zip(configs, runs, strict=True)]
+            if all(files):
+                tests.append(claim | paired_test(*files, metric, a_better))
+            elif (earlier := recorded.get(claim_key(claim))) and earlier["runs"] == runs:
+                tests.append(earlier)
     return tests
 
 
@@ -293,8 +348,9 @@ def write_tables(data: Path, workdir: Path, results: Path, command: str, threads
     rows."""
     every = planned_rows(threads)
     rows = finished_rows(every, data, workdir, recorded, heldout)
+    keep_per_box(every, data, workdir, results)
+    claims = claim_tests(data, workdir, threads, results, recorded_claims(results))
     pending = pending_rows(every[:len(ROWS)], data, workdir, recorded)
     schedule = schedule_text(row_config(data, workdir, *every[0]))
-    write_results(rows, data, command, results, pending, schedule,
-                  claim_tests(data, workdir, threads))
+    write_results(rows, data, command, results, pending, schedule, claims)
     return rows
