@@ -153,6 +153,10 @@ def test_heldout_claims_and_seeds_are_tabled(report):
     assert ("| A | dsmnet | 1:10:1 | 0, 1, 2 | 85.00 ± 1.00 (3) | 81.00 ± 1.41 (2) | "
             "88.00 ± 2.00 (3) | 72.00 ± 2.83 (2) |") in md
     assert "seed=1 |" not in md.split("## Tried")[1]  # seeds are not tried changes
+    untested = md.split("Not tested yet, ")[1].split("\n")[0]
+    assert untested.startswith("8 of the paper's 10 claims")  # A dsmnet > cls, > seg are
+    assert "A cls_seg > seg (mIoU), A cls_seg > ssn3d_ed (mIoU), A dsmnet > ssn3d_ed" in untested
+    assert "A dsmnet > cls " not in untested and "A dsmnet > seg " not in untested
 
 
 def test_the_papers_claims_pair_multi_with_single_task_models():
