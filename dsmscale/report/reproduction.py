@@ -425,8 +425,8 @@ def claim_lines(claims: list[dict]) -> list[str]:
                      f"{c['test_set']} ({c['n']}) | {c['difference'] * 100:+.2f} | {interval} | "
                      f"{p} | {_paper_difference(c, low, high)} | **{c['verdict']}** |")
     tested = {(c["dataset"], c["a"], c["b"], c["metric"]) for c in claims}
-    untested = [f"{d} {a} > {b} ({score[metric]})"
-                for d, a, b, metric, _ in CLAIMS if (d, a, b, metric) not in tested]
+    untested = [f"{d} {a} {'>' if a_better else '≤'} {b} ({score[metric]})"
+                for d, a, b, metric, a_better in CLAIMS if (d, a, b, metric) not in tested]
     if untested:
         lines += ["", f"Not tested yet, {len(untested)} of the paper's {len(CLAIMS)} claims (one "
                       "of the two rows has no per-box results under the current code; the "
