@@ -233,11 +233,9 @@ def test_claims_outlive_the_run_folders(tmp_path):
     assert reproduction.claim_tests(data, workdir, None, results, recorded) == first
     stale = {k: t | {"runs": ["older", runs["cls"]]} for k, t in recorded.items()}
     assert reproduction.claim_tests(data, workdir, None, results, stale) == []
-    rows = [{"dataset": "A", "model": m, "loss_ratio": "1:10:1", "variant": None,
-             "run_hash": runs[m]} for m in ("dsmnet", "cls")]
-    unnamed = [{k: v for k, v in t.items() if k != "runs"} for t in first]
-    (results / "reproduction.json").write_text(json.dumps({"rows": rows, "claims": unnamed}))
-    assert reproduction.recorded_claims(results) == recorded  # runs read off the file's rows
+    (results / "reproduction.json").write_text(json.dumps({"rows": [], "claims": first}))
+    assert reproduction.recorded_claims(results) == recorded
+    assert reproduction.recorded_claims(tmp_path / "nowhere") == {}
 
 
 def test_finished_rows_read_run_folders_and_keep_recorded_rows_whose_folder_is_gone(tmp_path):

@@ -287,19 +287,11 @@ def keep_per_box(plan: list[tuple], data: Path, workdir: Path, results: Path) ->
 
 
 def recorded_claims(results: Path) -> dict[tuple, dict]:
-    """The claim tests results/reproduction.json holds, by `claim_key`. Each names the run
-    hashes of its two rows (``runs``); tests recorded before they did were made on that file's
-    rows of the common procedure, whose run hashes are filled in."""
+    """The claim tests results/reproduction.json holds, by `claim_key`; each names the run
+    hashes of its two rows (``runs``)."""
     path = results / "reproduction.json"
     found = json.loads(path.read_text()) if path.is_file() else {}
-    if not isinstance(found, dict):  # a list of rows, written before the claims
-        return {}
-    current = {(r["dataset"], r["model"]): r["run_hash"] for r in found["rows"]
-               if r["loss_ratio"] == "1:10:1" and not r.get("variant")
-               and not r.get("earlier_identity")}
-    claims = [c if "runs" in c else c | {"runs": [current.get((c["dataset"], c[m]))
-                                                  for m in ("a", "b")]}
-              for c in found.get("claims", [])]
+    claims = found.get("claims", []) if isinstance(found, dict) else []  # a list: rows only
     return {claim_key(c): c for c in claims}
 
 

@@ -417,8 +417,8 @@ def claim_lines(claims: list[dict]) -> list[str]:
                   "paper's a − b | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for c in claims:
         relation = ">" if c["claim_a_better"] else "≤"
-        low, high = c["interval"] if "interval" in c else (None, None)
-        interval = "—" if low is None else f"[{low * 100:+.2f}, {high * 100:+.2f}]"
+        low, high = c["interval"]
+        interval = f"[{low * 100:+.2f}, {high * 100:+.2f}]"
         p = (f"{c['p_value']:.3g} ({c['only_a']} vs {c['only_b']} boxes right by one only)"
              if c["metric"] == "obj_acc" else "—")
         lines.append(f"| {c['dataset']} | {c['a']} {relation} {c['b']} | {score[c['metric']]} | "
@@ -434,14 +434,12 @@ def claim_lines(claims: list[dict]) -> list[str]:
     return lines
 
 
-def _paper_difference(claim: dict, low: float | None, high: float | None) -> str:
+def _paper_difference(claim: dict, low: float, high: float) -> str:
     """The paper's a − b of a claim in points, and whether our interval (fractions) excludes
     it."""
     column = {"miou": 1, "obj_acc": 2}[claim["metric"]]
     theirs = [PAPER[(claim["dataset"], m)][column] for m in (claim["a"], claim["b"])]
     difference = theirs[0] - theirs[1]
-    if low is None:
-        return f"{difference:+.2f}"
     return f"{difference:+.2f} ({'inside' if low * 100 <= difference <= high * 100 else 'outside'})"
 
 
