@@ -48,6 +48,7 @@ def report(tiny_dataset, tmp_path_factory):
                                                                   "n": 900, "data": "held"}},
             _row("dsmnet", 0.88, 0.85, 0.997, variant="seed=2", run_hash="s2") | {"seed": 2}]
     rows[0]["heldout"] = {"miou": 0.82, "obj_acc": 0.74, "n": 900, "data": "held"}
+    rows[1]["machine"] = rows[2]["machine"] = "NVIDIA H100 80GB HBM3"
     n_test = int((table["split"] == "test").sum())
     for r in rows:  # the dataset folder's test split, but DSRF3D-v2 saw another simulation
         r["n_test"] = n_test + 2 * (r["model"] == "dsrf3d_v2")
@@ -89,6 +90,8 @@ def test_schedule_names_rows_of_another_precision(report):
     assert precision_text([]).startswith("autocast precision auto")  # no row finished yet
     assert ("a schedule, autocast precision auto (bf16 where the hardware has it natively, else "
             "fp32): bf16 (fp32: A dsrf3d_v2 1:10:1).") in report["md"]
+    assert ("on the machine that trained it: NVIDIA H100 80GB HBM3: A cls 1:10:1, A seg 1:10:1; "
+            "not recorded: A dsmnet 1:10:1, A dsmnet 1:1:1,") in report["md"]
 
 
 def test_convergence_gives_the_loss_as_evidence(report):

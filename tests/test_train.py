@@ -8,6 +8,7 @@ from dsmscale import evaluation
 from dsmscale.checkpoints import load_checkpoint, model_from_checkpoint, model_grid
 from dsmscale.errors import InputError
 from dsmscale.evaluation import evaluate_checkpoint
+from dsmscale.hardware import machine_name, native_bf16
 from dsmscale.inference.backend import InferenceModel
 from dsmscale.io.dataset import load_split
 from dsmscale.metrics import (
@@ -31,12 +32,20 @@ def _config(dataset, out, **kw):
     return TrainConfig(**(base | kw))
 
 
+def test_native_bf16_is_read_from_the_cpu_flags():
+    flags = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu avx512f {}\n"
+    assert native_bf16(flags.format("avx512_bf16 amx_bf16 amx_tile")) == "AMX"
+    assert native_bf16(flags.format("avx512_bf16")) == "AVX-512-bf16"
+    assert native_bf16(flags.format("avx2")) is None and native_bf16("") is None
+
+
 def test_train_resume_and_safe_checkpoints(tiny_dataset, tmp_path):
     first = train(_config(tiny_dataset, tmp_path / "run"), progress=False)
     assert first["epochs"] == 2 and (tmp_path / "run" / "curves.png").is_file()
     resumed = train(_config(tiny_dataset, tmp_path / "run", max_epochs=3), progress=False)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
     assert resumed["history"][:2] == first["history"]
+    assert {h["machine"] for h in resumed["history"]} == {machine_name(torch.device("cpu"))}
     ckpt = load_checkpoint(tmp_path / "run" / "best.pt")  # weights_only=True inside
     assert ckpt["classes"] and ckpt["normalisation"]["input"] == "per_box_zscore"
     model = model_from_checkpoint(ckpt)

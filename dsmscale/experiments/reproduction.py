@@ -132,6 +132,7 @@ def run_row(config: TrainConfig, label: str | None = None) -> dict:
         "epochs": len(epochs), "best_epoch": int(ckpt["epoch"]) + 1,
         "wall_s": sum(h["epoch_s"] for h in epochs), "precision": epochs[-1]["precision"],
         "threads": epochs[-1]["threads"],
+        "machine": "; ".join(dict.fromkeys(h.get("machine", "not recorded") for h in epochs)),
         "train_loss_first_last": [epochs[0]["train_total"], epochs[-1]["train_total"]],
         "run_hash": config.run_hash(), "n_test": metrics["n"], "commit": commit,
         "variant": label, "seed": config.seed,

@@ -242,7 +242,7 @@ def header_lines(rows: list[dict], data: Path, command: str, schedule: str) -> l
         f"Schedule (every row): {schedule}, {precision_text(rows)}. The paper trained up to 100 "
         "epochs. "
         "Wall time is per row with its torch threads (a machine of 2 cores may run two 1-thread "
-        "rows at once).", ""]
+        f"rows at once), on the machine that trained it: {machine_text(rows)}.", ""]
 
 
 def row_label(row: dict) -> str:
@@ -267,6 +267,15 @@ def precision_text(rows: list[dict]) -> str:
                        if p != common)
     return ("autocast precision auto (bf16 where the hardware has it natively, else fp32)"
             + (f": {common}" if common else "") + (f" ({others})" if others else ""))
+
+
+def machine_text(rows: list[dict]) -> str:
+    """The machines the rows trained on, naming the rows of each ("not recorded": rows trained
+    before the training history named its machine)."""
+    _, groups = grouped_labels([{**r, "machine": r.get("machine", "not recorded")} for r in rows],
+                               "machine")
+    return "; ".join(f"{machine}: {', '.join(names)}" for machine, names in sorted(
+        groups.items(), key=lambda item: item[0] == "not recorded"))
 
 
 def main_table_lines(table: list[dict]) -> list[str]:

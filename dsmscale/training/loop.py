@@ -35,7 +35,7 @@ from dsmscale.checkpoints import (
     save_checkpoint,
 )
 from dsmscale.errors import InputError
-from dsmscale.hardware import configure_threads, resolve_precision
+from dsmscale.hardware import configure_threads, machine_name, resolve_precision
 from dsmscale.io.atomic import write_file_atomic
 from dsmscale.io.dataset import DENSITY_SCALE, dataset_classes, dataset_grid
 from dsmscale.metrics import segmentation_counts, segmentation_scores
@@ -118,6 +118,7 @@ class Run:
     init: dict | None
     precision: str
     threads: int
+    machine: str  # `machine_name` of the device
     shard: tuple[int, int] = (0, 1)  # (this worker, workers) of a Ray Train run
 
     @property
@@ -169,7 +170,7 @@ def _prepare(config: TrainConfig, device: torch.device | None = None, wrap=None)
         steps_per_epoch=math.ceil(len(train_data) / config.batch_size)
     ) if config.schedule == "onecycle" else None
     return Run(config, out, classes, grid, train_data, val_data, step, scheduler, teacher_run,
-               init, precision, threads)
+               init, precision, threads, machine_name(device))
 
 
 def _resume(run: Run) -> Progress:
@@ -311,7 +312,7 @@ def _epoch(run: Run, state: Progress, show: bool) -> dict:
                            seed=state.epoch)
     return entry | {**validate(run.step, run.val_data, 2 * boxes_per_pass),
                     "epoch_s": time.perf_counter() - start, "precision": run.precision,
-                    "threads": run.threads}
+                    "threads": run.threads, "machine": run.machine}
 
 
 def _checkpoint_folder(run: Run) -> Path:
