@@ -44,10 +44,12 @@ def resolve_precision(precision: Precision, device: torch.device) -> str:
     return "bf16" if native_bf16(_cpuinfo()) else "fp32"
 
 
-def machine_name(device: torch.device) -> str:
-    """What computes on ``device``, as a results table names it: the GPU's name, or the CPU's
-    model with its native bf16 and core count (e.g. "Intel(R) Xeon(R) Processor, AVX-512-bf16,
-    2 cores")."""
+def machine_name(device: torch.device | None = None) -> str:
+    """What computes on ``device`` (default: the GPU where there is one, else the CPU), as a
+    results table names it: the GPU's name, or the CPU's model with its native bf16 and core
+    count (e.g. "Intel(R) Xeon(R) Processor, AVX-512-bf16, 2 cores")."""
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     info = _cpuinfo()

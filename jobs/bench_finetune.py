@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 from dsmscale.checkpoints import load_checkpoint
 from dsmscale.datasets import DatasetConfig, make_dataset
 from dsmscale.evaluation import evaluate_checkpoint
+from dsmscale.hardware import machine_name
 from dsmscale.io.dataset import ARRAYS, TABLE, read_dataset_table
 from dsmscale.io.mrc import write_volume
 from dsmscale.io.particles import concat_tables, write_relion5
@@ -198,7 +198,7 @@ def main() -> None:
                   f"({run['epochs']} epochs, {run['train_s']:.0f} s)", flush=True)
     figures |= {"wall_s": time.perf_counter() - start, "commit": commit,
                 "command": "python jobs/bench_finetune.py " + " ".join(sys.argv[1:]),
-                "machine": f"{platform.processor() or platform.machine()}, 2 cores",
+                "machine": machine_name(),
                 "data": f"{args.tomograms} tomograms {foreign.shape_zyx} at "
                         f"{foreign.voxel_size_a} Å, tilts {foreign.tilt_min_deg:g}/"
                         f"{foreign.tilt_max_deg:g}° step {foreign.tilt_step_deg:g}°, "

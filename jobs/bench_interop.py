@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dsmscale.errors import InputError
+from dsmscale.hardware import machine_name
 from dsmscale.io.particles import make_particles, read_particles, write_particles
 from dsmscale.profiling import emit
 from dsmscale.report.provenance import git_commit
@@ -136,7 +136,7 @@ def main() -> None:
         print(f"{key:>14}: write {f['write_s_per_1e5']:.2f} s, read {f['read_s_per_1e5']:.2f} s "
               f"per 1e5 rows; max error {f['max_error_a']:.2e} Å; labels kept {f['labels_kept']}")
     figures = {"command": "python jobs/bench_interop.py " + " ".join(sys.argv[1:]),
-               "commit": git_commit(), "machine": platform.processor() or platform.machine(),
+               "commit": git_commit(), "machine": machine_name(),
                "round_trip_rows": args.rows}
     if args.out:
         write_results(args.out, rows, answers, trips, figures)

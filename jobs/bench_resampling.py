@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from scipy import ndimage
 
 from dsmscale.extraction import extract_subtomograms
 from dsmscale.geometry import normalise_boxes
+from dsmscale.hardware import machine_name
 from dsmscale.inference import Predictor
 from dsmscale.io.particles import make_particles
 from dsmscale.io.pyramid import ConvertConfig, convert_mrc_to_ome_zarr
@@ -168,8 +168,8 @@ def main() -> None:
               f"same as 10 Å {r['agreement_with_10']:.3f}, as control "
               f"{r['agreement_with_control']:.3f}")
     meta = {"command": "python jobs/bench_resampling.py " + " ".join(sys.argv[1:]),
-            "commit": git_commit(), "machine": f"{platform.processor() or platform.machine()}, "
-            f"{predictor.describe()}", "seeds": args.seeds, "shape": args.shape,
+            "commit": git_commit(), "machine": f"{machine_name()}, {predictor.describe()}",
+            "seeds": args.seeds, "shape": args.shape,
             "particles": int(sum(len(t) for t in true)),
             "inside": int(sum(i.sum() for i in inside)), "wall_s": time.perf_counter() - start}
     if args.out:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from dsmscale.evaluation import evaluate_checkpoint
+from dsmscale.hardware import machine_name
 from dsmscale.profiling import emit
 from dsmscale.report.provenance import git_commit
 from dsmscale.weights import resolve_model
@@ -303,7 +303,7 @@ def main() -> None:
         print(f"{label}: {json.dumps({k: v for k, v in models[label].items() if k in ('paper', 'heldout')})}",
               flush=True)
     figures = {"models": models, "command": "python jobs/default_model.py " + " ".join(sys.argv[1:]),
-               "commit": commit, "machine": f"{platform.processor() or platform.machine()}, 2 cores",
+               "commit": commit, "machine": machine_name(),
                "wall_s": time.perf_counter() - start,
                "data": {"paper": str(args.paper), "heldout": str(args.heldout),
                         "randomised": str(args.randomised),

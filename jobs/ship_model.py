@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 from dsmscale.checkpoints import load_checkpoint, save_checkpoint, slim_checkpoint
 from dsmscale.evaluation import evaluate_checkpoint
+from dsmscale.hardware import machine_name
 from dsmscale.report.model_card import model_card
 from dsmscale.report.provenance import git_commit
 from dsmscale.weights import SHIPPED, WEIGHTS
@@ -46,11 +46,9 @@ def training_record(run: Path) -> dict:
     """Epochs, summed epoch time, precision and threads of the run (history.json), and this
     machine."""
     history = json.loads((run / "history.json").read_text())
-    cpu = platform.processor() or platform.machine()
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {"epochs": len(history), "wall_s": sum(h["epoch_s"] for h in history),
             "precision": history[-1]["precision"], "threads": history[-1]["threads"],
-            "machine": gpu or f"{cpu} ({torch.get_num_threads()} threads available)"}
+            "machine": machine_name()}
 
 
 def held_out_scores(scores: Path, label: str, run: Path) -> dict[str, dict]:
