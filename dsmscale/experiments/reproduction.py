@@ -147,9 +147,7 @@ def recorded_rows(results: Path) -> dict[str, dict]:
     path = results / "reproduction.json"
     if not path.is_file():
         return {}
-    found = json.loads(path.read_text())
-    rows = found["rows"] if isinstance(found, dict) else found  # a list before the claims
-    return {r["run_hash"]: r for r in rows}
+    return {r["run_hash"]: r for r in json.loads(path.read_text())["rows"]}
 
 
 def row_key(row: dict) -> tuple:
@@ -291,8 +289,7 @@ def recorded_claims(results: Path) -> dict[tuple, dict]:
     """The claim tests results/reproduction.json holds, by `claim_key`; each names the run
     hashes of its two rows (``runs``)."""
     path = results / "reproduction.json"
-    found = json.loads(path.read_text()) if path.is_file() else {}
-    claims = found.get("claims", []) if isinstance(found, dict) else []  # a list: rows only
+    claims = json.loads(path.read_text())["claims"] if path.is_file() else []
     return {claim_key(c): c for c in claims}
 
 
