@@ -141,6 +141,8 @@ def test_target_share_and_per_class_sizes_are_measured_from_the_masks(report, ti
 
 def test_json_holds_the_rows_and_the_figure_is_drawn(report):
     assert (report["results"] / "reproduction.png").is_file()
+    assert (report["results"] / "reproduction_claims.png").is_file()
+    assert "(reproduction_claims.png)" in report["md"].split("## Training seeds")[0]
     assert json.loads((report["results"] / "reproduction.json").read_text()) == {
         "rows": report["rows"], "claims": report["claims"]}
 

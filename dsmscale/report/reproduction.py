@@ -1,11 +1,11 @@
 """The tables of the paper reproduction (`dsmscale.experiments.reproduction`):
-results/reproduction.{md,json,png} from finished rows.
+results/reproduction.{md,json,png} and reproduction_claims.png from finished rows.
 
 Ours beside the paper's, the issue's targets met or missed, the scores on held-out tomograms,
 the paper's claims tested on the same boxes, the spread of training seeds, where the target
 fills how much of the box (ours measured, the paper's implied by its scores), the rows that tried
 a change of the procedure, per-class F1 of the DSM-Net rows, and a figure of ours against the
-paper's.
+paper's, and a forest plot of the claims' differences.
 """
 
 from __future__ import annotations
@@ -107,6 +107,9 @@ def write_results(rows: list[dict], data: Path, command: str, results: Path,
     lines += target_lines(table)
     lines += heldout_lines(table)
     lines += claim_lines(claims)
+    if claims_figure(claims, results / "reproduction_claims.png"):
+        lines += ["", "![the claims: our a − b with its 95 % interval, the paper's as ×]"
+                      "(reproduction_claims.png)"]
     lines += seed_lines(rows)
     lines += loss_ratio_lines(table)
     lines += convergence_lines(table)
@@ -443,13 +446,49 @@ def claim_lines(claims: list[dict]) -> list[str]:
     return lines
 
 
+def paper_difference(claim: dict) -> float:
+    """The paper's a − b of a claim, in points."""
+    column = {"miou": 1, "obj_acc": 2}[claim["metric"]]
+    theirs = [PAPER[(claim["dataset"], m)][column] for m in (claim["a"], claim["b"])]
+    return theirs[0] - theirs[1]
+
+
 def _paper_difference(claim: dict, low: float, high: float) -> str:
     """The paper's a − b of a claim in points, and whether our interval (fractions) excludes
     it."""
-    column = {"miou": 1, "obj_acc": 2}[claim["metric"]]
-    theirs = [PAPER[(claim["dataset"], m)][column] for m in (claim["a"], claim["b"])]
-    difference = theirs[0] - theirs[1]
+    difference = paper_difference(claim)
     return f"{difference:+.2f} ({'inside' if low * 100 <= difference <= high * 100 else 'outside'})"
+
+
+#: The colour of each verdict in `claims_figure`.
+VERDICT_COLOURS = {"holds": "tab:green", "does not hold": "tab:red", "undecided": "0.45"}
+
+
+def claims_figure(claims: list[dict], path: Path) -> bool:
+    """A forest plot of the tested claims: per claim and test set, our a − b (points) with its
+    95 % interval, coloured by verdict, and the paper's a − b as a cross; False (nothing
+    written) when no claim is tested yet."""
+    if not claims:
+        return False
+    score = {"obj_acc": "object acc", "miou": "mIoU"}
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(claims) + 1.4))
+    rows = np.arange(len(claims))[::-1]  # the table's order, top down
+    for row, c in zip(rows, claims, strict=True):
+        colour = VERDICT_COLOURS[c["verdict"]]
+        ax.plot([v * 100 for v in c["interval"]], [row, row], color=colour, lw=2.5)
+        ax.plot(c["difference"] * 100, row, "o", color=colour)
+        ax.plot(paper_difference(c), row, "x", color="black", ms=7)
+    ax.axvline(0, ls="--", lw=1, color="0.6")
+    ax.set_yticks(rows, [f"{c['dataset']} {c['a']} − {c['b']}, {score[c['metric']]}, "
+                         f"{c['test_set']} ({c['n']:,})" for c in claims])
+    ax.set_xlabel("a − b (points): ours with its 95 % interval; × the paper's")
+    verdicts = dict.fromkeys(c["verdict"] for c in claims)
+    ax.legend(handles=[plt.Line2D([], [], color=VERDICT_COLOURS[v], marker="o", lw=2.5, label=v)
+                       for v in verdicts]
+              + [plt.Line2D([], [], color="black", marker="x", ls="", label="paper")],
+              loc="lower left", bbox_to_anchor=(0, 1), ncols=4, frameon=False, fontsize="small")
+    save_figure(fig, path, dpi=120)
+    return True
 
 
 def seed_lines(rows: list[dict]) -> list[str]:
